@@ -1,0 +1,3 @@
+from spillguard.cli.main import main
+
+main()

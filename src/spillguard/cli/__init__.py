@@ -1,0 +1,1 @@
+"""The `spillguard` command line: one thin module per command group."""

@@ -1,0 +1,29 @@
+"""Entry point of the `spillguard` command."""
+
+from __future__ import annotations
+
+import typer
+
+from spillguard import __version__
+from spillguard.cli import db, serve, tokens, users
+
+app = typer.Typer(
+    help="Spillguard: keep customer data from leaking through phones.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("serve")(serve.serve)
+app.add_typer(db.app, name="db")
+app.add_typer(users.app, name="users")
+app.add_typer(tokens.app, name="tokens")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(f"spillguard {__version__}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,76 @@
+"""`spillguard serve`: prepare the data directory, key and schema, then run the server."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+
+from spillguard.cli.common import one_line_errors, out
+from spillguard.core import db as dbmod
+from spillguard.core.db import transaction
+from spillguard.core.keys import load_or_create_key_ring
+from spillguard.core.roles import Principal
+from spillguard.core.sessions import LoginService
+from spillguard.core.settings import load_settings
+
+
+@one_line_errors
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default 8000]", min=1, max=65535)] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes", min=1, max=64)] = None,
+) -> None:
+    """Run the Spillguard server (API, console, scheduler) after applying migrations."""
+    overrides = {
+        k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None
+    }
+    settings = load_settings(**overrides)
+    dbmod.check_sqlite_location(settings.resolved_database_url)
+    keys = load_or_create_key_ring(settings)
+    engine = dbmod.make_engine(settings.resolved_database_url)
+    dbmod.upgrade(engine)
+    factory = dbmod.make_session_factory(engine)
+    with transaction(factory) as session:
+        setup_secret = LoginService(
+            session, Principal.system("serve"), keys, settings
+        ).create_setup_link()
+    engine.dispose()
+
+    base = settings.base_url
+    out.print(f"Spillguard is starting on [bold]{base}[/]  (database: {settings.database_kind})")
+    if setup_secret:
+        out.print(
+            "No users yet. Create the first administrator in a browser, within "
+            f"{settings.setup_link_minutes} minutes, at this one-time link:"
+        )
+        out.print(f"  {base}/setup?key={setup_secret}", soft_wrap=True, highlight=False)
+        out.print("or from a shell: spillguard users create EMAIL --role admin")
+    else:
+        out.print(f"Log in at {base}/login")
+
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": settings.trust_proxy_headers,
+        "forwarded_allow_ips": "*" if settings.trust_proxy_headers else None,
+        "server_header": False,
+    }
+    if settings.workers == 1:
+        from spillguard.core.app import create_app
+
+        uvicorn.run(create_app(settings, keys), **common)
+    else:
+        # Worker processes build their own app from the environment.
+        for key, value in overrides.items():
+            os.environ[f"SPILLGUARD_{key.upper()}"] = str(value)
+        uvicorn.run(
+            "spillguard.core.app:create_app_from_environment",
+            factory=True,
+            workers=settings.workers,
+            **common,
+        )

@@ -1,0 +1,1 @@
+"""Core: settings, database, app factory, errors, authentication, roles and the audit helper."""

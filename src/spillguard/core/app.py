@@ -1,0 +1,176 @@
+"""The app factory.  ``create_app(settings)`` builds a complete server; nothing happens
+at import time, so tests and each worker process build their own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry, Gauge
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from spillguard import __version__
+from spillguard.core import db as dbmod
+from spillguard.core.errors import AuthenticationRequired, DomainError, Throttled, problem
+from spillguard.core.jobs import Job, scheduler_loop
+from spillguard.core.keys import KeyRing, load_or_create_key_ring
+from spillguard.core.logging import configure_logging
+from spillguard.core.middleware import HttpMetrics, RequestMiddleware
+from spillguard.core.sessions import purge_expired
+from spillguard.core.settings import Settings, load_settings
+
+log = structlog.get_logger("spillguard.app")
+
+CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
+PROBLEM_JSON = "application/problem+json"
+
+
+def _wants_html(request: Request) -> bool:
+    path = request.url.path
+    if path.startswith("/api/") or path in {"/metrics", "/healthz", "/readyz"}:
+        return False
+    return "text/html" in request.headers.get("accept", "") or request.method == "POST"
+
+
+def _problem_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """The one place domain errors become RFC 9457 problems (or console pages)."""
+    from spillguard.console.render import render_error
+
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> Response:
+        headers = {}
+        if isinstance(exc, Throttled):
+            headers["Retry-After"] = str(exc.retry_after)
+        if _wants_html(request):
+            if isinstance(exc, AuthenticationRequired) and request.method == "GET":
+                return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+            return render_error(request, exc.status, exc.title, exc.detail, headers)
+        if isinstance(exc, AuthenticationRequired):
+            headers["WWW-Authenticate"] = "Bearer"
+        body = problem(exc.status, exc.title, exc.detail, exc.slug, **exc.extra)
+        return _problem_response(exc.status, body, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"field": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg", "")}
+            for err in exc.errors()
+        ]
+        names = ", ".join(e["field"] for e in errors[:5])
+        detail = f"Invalid input in {names}." if names else "Invalid input."
+        if _wants_html(request):
+            return render_error(request, 422, "Invalid input", detail)
+        return _problem_response(
+            422, problem(422, "Invalid input", detail, "invalid-input", errors=errors)
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        titles = {404: "Not found", 405: "Method not allowed"}
+        title = titles.get(exc.status_code, str(exc.detail))
+        detail = "There is nothing at this address." if exc.status_code == 404 else str(exc.detail)
+        if _wants_html(request):
+            return render_error(request, exc.status_code, title, detail, exc.headers)
+        return _problem_response(
+            exc.status_code, problem(exc.status_code, title, detail), dict(exc.headers or {})
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unhandled_error", error=type(exc).__name__, exc_info=exc)
+        detail = "Something went wrong on the server. The request id identifies it in the logs."
+        if _wants_html(request):
+            return render_error(request, 500, "Server error", detail)
+        return _problem_response(
+            500, problem(500, "Server error", detail, request_id=request.state.request_id)
+        )
+
+
+def housekeeping_job(settings: Settings) -> Job:
+    return Job(
+        "core.housekeeping",
+        settings.housekeeping_interval_seconds,
+        lambda session: purge_expired(session, settings),
+    )
+
+
+def create_app(settings: Settings | None = None, keys: KeyRing | None = None) -> FastAPI:
+    """Build the Spillguard server from settings (default: environment and config file)."""
+    settings = settings or load_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    keys = keys or load_or_create_key_ring(settings)
+    dbmod.check_sqlite_location(settings.resolved_database_url)
+    engine = dbmod.make_engine(settings.resolved_database_url)
+    session_factory = dbmod.make_session_factory(engine)
+    registry = CollectorRegistry()
+    jobs = [housekeeping_job(settings)]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = None
+        if settings.scheduler_enabled:
+            tick = min(30.0, max(0.2, settings.housekeeping_interval_seconds / 4))
+            task = asyncio.create_task(scheduler_loop(session_factory, jobs, tick))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            engine.dispose()
+
+    app = FastAPI(
+        title="Spillguard API",
+        version=__version__,
+        description="Keep customer data from leaking through phones; respond when it does. "
+        "Authenticate with `Authorization: Bearer <token>` (create one with "
+        "`spillguard tokens create`). Errors are RFC 9457 problem documents.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.keys = keys
+    app.state.engine = engine
+    app.state.session_factory = session_factory
+    app.state.registry = registry
+    app.state.jobs = jobs
+    Gauge("spillguard_build_info", "Version of this server", ["version"], registry=registry).labels(
+        __version__
+    ).set(1)
+
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestMiddleware,
+        metrics=HttpMetrics(registry),
+        strict_backstop=settings.authz_backstop_strict,
+    )
+    app.mount("/static", StaticFiles(directory=CONSOLE_DIR / "static"), name="static")
+
+    from spillguard.core import api, ops, views
+
+    app.include_router(ops.router)
+    app.include_router(api.router)
+    app.include_router(views.router)
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """Factory for uvicorn workers (``--factory``): settings from the environment."""
+    return create_app()

@@ -1,0 +1,120 @@
+"""FastAPI dependencies: the unit of work, the caller's principal, pagination, services."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Path, Query, Request
+from sqlalchemy.orm import Session
+
+from spillguard.core.errors import AuthenticationRequired, DomainError
+from spillguard.core.keys import KeyRing
+from spillguard.core.roles import Principal
+from spillguard.core.settings import Settings
+
+log = structlog.get_logger("spillguard.auth")
+
+SESSION_COOKIE = "sg_session"
+CSRF_COOKIE = "sg_csrf"
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_keys(request: Request) -> KeyRing:
+    return request.app.state.keys  # type: ignore[no-any-return]
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """The request's unit of work: commit on success, roll back on error.
+
+    A domain error that says ``keep_changes`` (a failed login, a throttled attempt) still
+    commits, so the failure is counted and audited.
+    """
+    session: Session = request.app.state.session_factory()
+    try:
+        yield session
+        session.commit()
+    except DomainError as exc:
+        if exc.keep_changes:
+            session.commit()
+        else:
+            session.rollback()
+        raise
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+DbSession = Annotated[Session, Depends(get_db)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
+Keys = Annotated[KeyRing, Depends(get_keys)]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def anonymous(request: Request) -> Principal:
+    return Principal.anonymous(client_ip(request), getattr(request.state, "request_id", None))
+
+
+def api_principal(request: Request, db: DbSession, keys: Keys) -> Principal:
+    """The caller of an API route: the holder of the bearer token, or anonymous."""
+    from spillguard.core.tokens import TokenService
+
+    header = request.headers.get("authorization")
+    base = anonymous(request)
+    if not header:
+        return base
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise AuthenticationRequired("Send the API token as 'Authorization: Bearer <token>'.")
+    try:
+        return TokenService(db, base, keys).authenticate(secret.strip())
+    except AuthenticationRequired as exc:
+        log.warning("api_token_rejected", reason=exc.detail)
+        raise
+
+
+def console_principal(
+    request: Request, db: DbSession, keys: Keys, settings: AppSettings
+) -> Principal:
+    """The person behind a console session cookie, or anonymous."""
+    from spillguard.core.sessions import LoginService
+
+    base = anonymous(request)
+    secret = request.cookies.get(SESSION_COOKIE)
+    if not secret:
+        return base
+    return LoginService(db, base, keys, settings).resolve(secret) or base
+
+
+ApiPrincipal = Annotated[Principal, Depends(api_principal)]
+ConsolePrincipal = Annotated[Principal, Depends(console_principal)]
+
+
+@dataclass(frozen=True)
+class PageParams:
+    limit: int
+    offset: int
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=500, description="Items per page")] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="Items to skip")] = 0,
+) -> PageParams:
+    return PageParams(limit, offset)
+
+
+Paging = Annotated[PageParams, Depends(page_params)]
+
+
+MAX_ID = 2**62
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Numeric id")]

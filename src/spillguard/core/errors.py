@@ -1,0 +1,84 @@
+"""Domain errors and their one mapping to RFC 9457 problem responses.
+
+Services raise these; they never raise HTTP exceptions.  Each domain subclasses them
+(``DeviceNotFound(NotFound)``) and the handler here turns any of them into
+``application/problem+json`` with the right status.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+PROBLEM_BASE = "https://spillguard.dev/problems/"
+
+
+class DomainError(Exception):
+    """Base of every error a service raises on purpose.  ``detail`` is safe to show."""
+
+    status: ClassVar[int] = 400
+    slug: ClassVar[str] = "bad-request"
+    title: ClassVar[str] = "Bad request"
+    # Some refusals must still be remembered (a failed login counts towards throttling,
+    # and is audited): the unit of work commits these instead of rolling back.
+    keep_changes: ClassVar[bool] = False
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class InvalidInput(DomainError):
+    status = 422
+    slug = "invalid-input"
+    title = "Invalid input"
+
+
+class AuthenticationRequired(DomainError):
+    status = 401
+    slug = "authentication-required"
+    title = "Authentication required"
+
+
+class PermissionDenied(DomainError):
+    status = 403
+    slug = "permission-denied"
+    title = "Permission denied"
+
+
+class NotFound(DomainError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(DomainError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class Throttled(DomainError):
+    status = 429
+    slug = "too-many-attempts"
+    title = "Too many attempts"
+    keep_changes = True
+
+    def __init__(self, detail: str, retry_after: int, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+
+
+def problem(
+    status: int, title: str, detail: str | None = None, slug: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """An RFC 9457 problem document."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug if slug else "about:blank",
+        "title": title,
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return body

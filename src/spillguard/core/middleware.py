@@ -1,0 +1,129 @@
+"""The one ASGI middleware around every request: request id, access log, metrics,
+security headers and the authorisation backstop."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from spillguard.core.roles import begin_request
+
+log = structlog.get_logger("spillguard.http")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+# Routes open to anyone.  Everything else must decide authorisation (see core.roles).
+PUBLIC_PREFIXES = ("/static/",)
+PUBLIC_PATHS = {
+    "/healthz",
+    "/readyz",
+    "/login",
+    "/setup",
+    "/api/openapi.json",
+    "/api/docs",
+    "/api/docs/oauth2-redirect",
+    "/favicon.ico",
+}
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+CSP = (
+    b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
+
+
+class HttpMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "spillguard_http_requests",
+            "HTTP requests handled",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "spillguard_http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            ["method", "route"],
+            registry=registry,
+        )
+
+
+def route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if path:
+        return str(path)
+    if scope.get("path", "").startswith("/static/"):
+        return "/static"
+    return "<unmatched>"
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics, strict_backstop: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.strict = strict_backstop
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        ctx = begin_request(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status_holder: dict[str, Any] = {"status": 500}
+        path = scope.get("path", "")
+        public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if (
+                    not public
+                    and not ctx.authz_checked
+                    and status < 400
+                    and route_template(scope) != "<unmatched>"
+                ):
+                    log.error("authz_check_missing", route=route_template(scope))
+                    if self.strict:
+                        status = 500
+                        message = {**message, "status": 500}
+                status_holder["status"] = status
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                headers.extend(SECURITY_HEADERS)
+                if not path.startswith("/api/docs"):
+                    headers.append((b"content-security-policy", CSP))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = route_template(scope)
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, route, str(status_holder["status"])).inc()
+            self.metrics.latency.labels(method, route).observe(elapsed)
+            log.info(
+                "request",
+                method=method,
+                route=route,
+                status=status_holder["status"],
+                duration_ms=round(elapsed * 1000, 2),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")

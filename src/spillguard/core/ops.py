@@ -1,0 +1,53 @@
+"""Operations endpoints: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from spillguard.core import db as dbmod
+from spillguard.core.deps import ApiPrincipal
+from spillguard.core.roles import Permission, mark_authz_checked
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+def healthz() -> dict[str, str]:
+    mark_authz_checked()
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: database reachable and migrations at head")
+def readyz(request: Request) -> JSONResponse:
+    mark_authz_checked()
+    engine = request.app.state.engine
+    head = dbmod.migration_head()
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        current = dbmod.current_revision(engine)
+    except Exception:  # any failure to reach the database means "not ready"
+        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    ready = current == head
+    return JSONResponse(
+        {
+            "status": "ok" if ready else "unavailable",
+            "database": "ok",
+            "migration_current": current,
+            "migration_head": head,
+        },
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (bearer token with metrics:view: admin, security, auditor)",
+    response_class=Response,
+)
+def metrics(request: Request, principal: ApiPrincipal) -> Response:
+    principal.require(Permission.METRICS_VIEW)
+    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,136 @@
+"""Roles, permissions, and the principal a request acts as.
+
+Authorisation is checked in services by ``principal.require(Permission.X)``.  Each call
+marks the request as checked; the authorisation backstop (see ``core.app``) flags any
+non-public route that finished without one.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from enum import StrEnum
+
+from spillguard.core.errors import AuthenticationRequired, PermissionDenied
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    HELPDESK = "helpdesk"
+    SECURITY = "security"
+    DPO = "dpo"
+    AUDITOR = "auditor"
+
+
+ROLE_DESCRIPTIONS = {
+    Role.ADMIN: "Administers users, tokens and the platform.",
+    Role.HELPDESK: "Enrols phones and answers users; no access to customer data.",
+    Role.SECURITY: "Runs inspection, exposure and incident response.",
+    Role.DPO: "Data-protection officer: breach decisions, regulator and customer notices.",
+    Role.AUDITOR: "Read-only: reads the audit trail and status, changes nothing.",
+}
+
+
+class Permission(StrEnum):
+    STATUS_VIEW = "status:view"
+    USERS_VIEW = "users:view"
+    USERS_MANAGE = "users:manage"
+    TOKENS_OWN = "tokens:own"
+    TOKENS_MANAGE = "tokens:manage"
+    AUDIT_VIEW = "audit:view"
+    METRICS_VIEW = "metrics:view"
+
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset(Permission),
+    Role.HELPDESK: frozenset({Permission.STATUS_VIEW, Permission.TOKENS_OWN}),
+    Role.SECURITY: frozenset(
+        {Permission.STATUS_VIEW, Permission.TOKENS_OWN, Permission.METRICS_VIEW}
+    ),
+    Role.DPO: frozenset({Permission.STATUS_VIEW, Permission.TOKENS_OWN}),
+    Role.AUDITOR: frozenset(
+        {
+            Permission.STATUS_VIEW,
+            Permission.TOKENS_OWN,
+            Permission.USERS_VIEW,
+            Permission.AUDIT_VIEW,
+            Permission.METRICS_VIEW,
+        }
+    ),
+}
+
+
+def role_may_delegate(user_role: Role, token_role: Role) -> bool:
+    """A token may carry a role only if it grants nothing its owner's role does not."""
+    return ROLE_PERMISSIONS[token_role] <= ROLE_PERMISSIONS[user_role]
+
+
+@dataclass
+class RequestContext:
+    """Per-request facts shared with worker threads (the object is shared, not copied)."""
+
+    request_id: str
+    authz_checked: bool = False
+
+
+_request_ctx: ContextVar[RequestContext | None] = ContextVar("spillguard_request", default=None)
+
+
+def begin_request(request_id: str) -> RequestContext:
+    ctx = RequestContext(request_id)
+    _request_ctx.set(ctx)
+    return ctx
+
+
+def current_request() -> RequestContext | None:
+    return _request_ctx.get()
+
+
+def mark_authz_checked() -> None:
+    """Record that this request's authorisation was decided (allowed, refused or public)."""
+    ctx = _request_ctx.get()
+    if ctx is not None:
+        ctx.authz_checked = True
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts as: a user through a console session or an API token, or nobody."""
+
+    kind: str  # "user" (console session), "token", "system", "anonymous"
+    user_id: int | None
+    label: str | None  # the user's e-mail, or "system"
+    role: Role | None
+    token_id: int | None = None
+    source_ip: str | None = None
+    request_id: str | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.role is not None
+
+    def can(self, permission: Permission) -> bool:
+        return self.role is not None and permission in ROLE_PERMISSIONS[self.role]
+
+    def require(self, permission: Permission) -> None:
+        """Raise unless this principal holds the permission.  Marks the request as checked."""
+        mark_authz_checked()
+        if self.role is None:
+            raise AuthenticationRequired("Log in or send an API token to do this.")
+        if permission not in ROLE_PERMISSIONS[self.role]:
+            raise PermissionDenied(
+                f"The {self.role.value} role may not do this ({permission.value})."
+            )
+
+    def require_authenticated(self) -> None:
+        mark_authz_checked()
+        if self.role is None:
+            raise AuthenticationRequired("Log in or send an API token to do this.")
+
+    @classmethod
+    def anonymous(cls, source_ip: str | None = None, request_id: str | None = None) -> Principal:
+        return cls("anonymous", None, None, None, source_ip=source_ip, request_id=request_id)
+
+    @classmethod
+    def system(cls, label: str = "system") -> Principal:
+        return cls("system", None, label, Role.ADMIN)

@@ -1,0 +1,151 @@
+"""One settings class for the whole server, read when the app or a CLI command starts.
+
+Values come from ``SPILLGUARD_*`` environment variables and, optionally, a TOML config
+file named by ``SPILLGUARD_CONFIG`` (or ``config.toml`` in the data directory).
+Environment variables win over the file.  Nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one line meant for the operator."""
+
+
+class Settings(BaseSettings):
+    """Every tunable of a Spillguard server."""
+
+    model_config = SettingsConfigDict(env_prefix="SPILLGUARD_", extra="ignore")
+
+    home: Path = Field(default=Path(".spillguard"), description="Data directory.")
+    config: Path | None = Field(default=None, description="Optional TOML config file.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default sqlite:///<home>/spillguard.db. "
+        "PostgreSQL: postgresql+psycopg://user@host/db",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    public_url: str | None = Field(
+        default=None, description="Externally visible base URL, used in printed links."
+    )
+    master_key: SecretStr | None = Field(
+        default=None, description="Base64 master key (32 bytes); else the key file is used."
+    )
+    master_key_file: Path | None = Field(
+        default=None, description="Path of the master key file; default <home>/master.key."
+    )
+    log_level: str = "INFO"
+    log_json: bool = True
+    session_hours: float = Field(default=12.0, gt=0)
+    session_idle_minutes: float = Field(default=60.0, gt=0)
+    login_max_failures_account: int = Field(default=5, ge=1)
+    login_max_failures_address: int = Field(default=20, ge=1)
+    login_failure_window_seconds: int = Field(default=900, ge=1)
+    setup_link_minutes: int = Field(default=60, ge=1)
+    housekeeping_interval_seconds: float = Field(default=300.0, gt=0)
+    scheduler_enabled: bool = True
+    trust_proxy_headers: bool = Field(
+        default=False,
+        description="Honour X-Forwarded-For/-Proto from a reverse proxy in front of the server.",
+    )
+    authz_backstop_strict: bool = Field(
+        default=False,
+        description="Turn a route that skipped its authorisation check into an error (tests).",
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
+        return upper
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlFileSource(settings_cls))
+
+    # Derived values ------------------------------------------------------------------
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'spillguard.db').resolve()}"
+
+    @property
+    def resolved_master_key_file(self) -> Path:
+        return self.master_key_file or self.home / "master.key"
+
+    @property
+    def database_kind(self) -> str:
+        url = self.resolved_database_url
+        return "postgresql" if url.startswith("postgresql") else url.split(":", 1)[0].split("+")[0]
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in {"0.0.0.0", "::"} else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """Reads the optional TOML config file (keys named like the settings, without prefix)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self._data = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        explicit = os.environ.get("SPILLGUARD_CONFIG")
+        home = Path(os.environ.get("SPILLGUARD_HOME", ".spillguard"))
+        path = Path(explicit) if explicit else home / "config.toml"
+        if not path.exists():
+            if explicit:
+                raise ConfigError(f"config file {path} does not exist")
+            return {}
+        try:
+            with path.open("rb") as handle:
+                data = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+        section = data.get("spillguard", data)
+        if not isinstance(section, dict):
+            raise ConfigError(f"config file {path}: [spillguard] must be a table")
+        return section
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment and config file, turning errors into ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {name}: {first['msg']}") from exc

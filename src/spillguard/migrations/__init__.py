@@ -1,0 +1,1 @@
+"""Alembic migrations, applied by `spillguard serve` and `spillguard db upgrade`."""

@@ -1,0 +1,127 @@
+"""Shared fixtures: every database test runs on SQLite and on PostgreSQL.
+
+PostgreSQL runs when SPILLGUARD_TEST_POSTGRES_URL is set (``.ci/run`` sets it); each
+xdist worker gets its own database on that server.  The schema is created once per
+worker by the real Alembic migrations; after each test every table is emptied.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from spillguard.core import db as dbmod
+from spillguard.core.app import create_app
+from spillguard.core.keys import KeyRing
+from spillguard.core.settings import Settings
+from tests.factories.users import UserFactory
+
+PG_ENV = "SPILLGUARD_TEST_POSTGRES_URL"
+TEST_MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param(
+        "postgresql",
+        id="postgresql",
+        marks=pytest.mark.skipif(
+            not os.environ.get(PG_ENV),
+            reason=f"{PG_ENV} is not set, so the PostgreSQL variant cannot run here",
+        ),
+    ),
+]
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def _postgres_database(base_url: str, name: str) -> str:
+    """Create (afresh) a database for this worker and return its URL."""
+    url = make_url(base_url)
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated, empty database per backend and per worker."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'spillguard.db'}"
+    else:
+        url = _postgres_database(os.environ[PG_ENV], f"spillguard_test_{_worker()}")
+    engine = dbmod.make_engine(url)
+    dbmod.upgrade(engine)
+    engine.dispose()
+    yield url
+
+
+def empty_all_tables(engine: Engine) -> None:
+    tables = list(reversed(dbmod.Base.metadata.sorted_tables))
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(table.delete())
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        home=tmp_path / "home",
+        database_url=database_url,
+        master_key=TEST_MASTER_KEY,  # type: ignore[arg-type]
+        scheduler_enabled=False,
+        authz_backstop_strict=True,
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture
+def keys() -> KeyRing:
+    return KeyRing(base64.b64decode(TEST_MASTER_KEY))
+
+
+@pytest.fixture
+def app(settings: Settings, keys: KeyRing) -> Iterator[FastAPI]:
+    application = create_app(settings, keys)
+    yield application
+    empty_all_tables(application.state.engine)
+    application.state.engine.dispose()
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, base_url="http://testserver") as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def db(app: FastAPI) -> Iterator[Session]:
+    """A session on the app's database; commit explicitly to make rows visible to requests."""
+    session: Session = app.state.session_factory()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+@pytest.fixture
+def users(db: Session, keys: KeyRing) -> UserFactory:
+    return UserFactory(db, keys)
