@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Annotated, Any
 
 import typer
 import uvicorn
 
-from spillguard.cli.common import one_line_errors, out
+from spillguard.cli.common import CliError, one_line_errors, out
 from spillguard.core import db as dbmod
 from spillguard.core.db import transaction
 from spillguard.core.keys import load_or_create_key_ring
 from spillguard.core.roles import Principal
 from spillguard.core.sessions import LoginService
 from spillguard.core.settings import load_settings
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Fail early, in one line, if the address is taken or cannot be bound."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise CliError(f"cannot resolve bind address {host}: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
 @one_line_errors
@@ -28,6 +44,7 @@ def serve(
         k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None
     }
     settings = load_settings(**overrides)
+    check_can_listen(settings.host, settings.port)
     dbmod.check_sqlite_location(settings.resolved_database_url)
     keys = load_or_create_key_ring(settings)
     engine = dbmod.make_engine(settings.resolved_database_url)

@@ -46,14 +46,18 @@ _FORBIDDEN_DETAIL_KEYS = {"password", "token", "secret", "cookie", "authorizatio
 def record_event(
     session: Session,
     principal: Principal,
-    action: AuditAction,
+    action: StrEnum,
     *,
     object_type: str | None = None,
     object_id: str | int | None = None,
     outcome: str = "success",
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Add an audit event to the current transaction (it commits with the change)."""
+    """Add an audit event to the current transaction (it commits with the change).
+
+    ``action`` is any module's StrEnum of ``domain:subject:action`` names (core's is
+    ``AuditAction``; a module such as devices defines its own).
+    """
     clean = dict(details or {})
     for key in list(clean):
         if key.lower() in _FORBIDDEN_DETAIL_KEYS:

@@ -153,7 +153,7 @@ def check_sqlite_location(url: str) -> None:
         return
     path = Path(url.split("///", 1)[1])
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(
             f"data directory {path.parent} cannot be created: {exc.strerror}"

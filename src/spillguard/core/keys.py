@@ -86,11 +86,20 @@ def load_or_create_key_ring(settings: Settings) -> KeyRing:
         except OSError as exc:
             raise ConfigError(f"master key file {path} cannot be read: {exc.strerror}") from exc
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = secrets.token_bytes(MASTER_KEY_BYTES)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(base64.b64encode(key).decode() + "\n")
+        # Write a private temporary file, then link it into place: the key file appears
+        # complete or not at all, so a process that loses the race never reads it half-written.
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(base64.b64encode(key).decode() + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(partial, path)  # fails with FileExistsError if another process won
+        finally:
+            partial.unlink(missing_ok=True)
     except FileExistsError:  # another process won the race: use its key
         check_key_file_mode(path)
         return KeyRing(_decode(path.read_text(), str(path)))
