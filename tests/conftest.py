@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
@@ -20,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from spillguard.core import db as dbmod
+from spillguard.core import passwords as passwords_module
 from spillguard.core.app import create_app
 from spillguard.core.keys import KeyRing
 from spillguard.core.settings import Settings
@@ -42,7 +44,9 @@ BACKENDS = [
 
 
 def _worker() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+    """Unique per worker and per run, so concurrent runs never share a database."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))[:8]
+    return f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{run}"
 
 
 def _postgres_database(base_url: str, name: str) -> str:
@@ -56,8 +60,17 @@ def _postgres_database(base_url: str, name: str) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
+def _drop_postgres_database(base_url: str, name: str) -> None:
+    admin = create_engine(make_url(base_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A migrated, empty database per backend and per worker."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'spillguard.db'}"
@@ -67,6 +80,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     dbmod.upgrade(engine)
     engine.dispose()
     yield url
+    if request.param == "postgresql":
+        _drop_postgres_database(os.environ[PG_ENV], make_url(url).database or "")
 
 
 def empty_all_tables(engine: Engine) -> None:
@@ -78,6 +93,17 @@ def empty_all_tables(engine: Engine) -> None:
         else:
             for table in tables:
                 conn.execute(table.delete())
+
+
+@pytest.fixture(autouse=True)
+def quick_argon2(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2id at its smallest cost for in-process tests, which create many users; the
+    tests marked ``real_argon2`` (test_passwords) check the production parameters."""
+    if request.node.get_closest_marker("real_argon2"):
+        return
+    quick = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    monkeypatch.setattr(passwords_module, "_hasher", quick)
+    monkeypatch.setattr(passwords_module, "_DUMMY_HASH", quick.hash("spillguard-timing"))
 
 
 @pytest.fixture

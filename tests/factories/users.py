@@ -23,7 +23,9 @@ class UserFactory:
     keys: KeyRing
 
     def create(
-        self, role: Role | str = Role.ADMIN, email: str | None = None,
+        self,
+        role: Role | str = Role.ADMIN,
+        email: str | None = None,
         password: str = DEFAULT_PASSWORD,
     ) -> User:
         address = email or f"{fake.user_name()}.{fake.random_int(1000, 99999)}@example.com"
@@ -33,8 +35,13 @@ class UserFactory:
         self.session.commit()
         return user
 
-    def token(self, user: User, role: Role | str | None = None, expires_days: int | None = None,
-              name: str = "tests") -> str:
+    def token(
+        self,
+        user: User,
+        role: Role | str | None = None,
+        expires_days: int | None = None,
+        name: str = "tests",
+    ) -> str:
         issued = TokenService(self.session, Principal.system("tests"), self.keys).create(
             user.id, name=name, role=Role(role) if role else None, expires_days=expires_days
         )

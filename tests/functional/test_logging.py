@@ -42,16 +42,31 @@ def test_logs_are_json_with_request_ids_and_no_secrets(
     session_cookie = ok.cookies.get("sg_session") or client.cookies.get("sg_session")
     assert session_cookie
     client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
-    client.get("/api/v1/audit-events?actor=" + admin.email,
-               headers={"Authorization": f"Bearer {token}", "X-Request-ID": "trace-me-42"})
-    client.post("/api/v1/users", json={"email": "body-canary@example.com", "role": "admin",
-                                       "password": "body-canary-password"},
-                headers={"Authorization": f"Bearer {token}"})
+    client.get(
+        "/api/v1/audit-events?actor=" + admin.email,
+        headers={"Authorization": f"Bearer {token}", "X-Request-ID": "trace-me-42"},
+    )
+    client.post(
+        "/api/v1/users",
+        json={
+            "email": "body-canary@example.com",
+            "role": "admin",
+            "password": "body-canary-password",
+        },
+        headers={"Authorization": f"Bearer {token}"},
+    )
 
     captured = capfd.readouterr()
     everything = captured.out + captured.err
-    for secret in (canary_password, DEFAULT_PASSWORD, token, session_cookie, csrf,
-                   "body-canary-password", admin.email):
+    for secret in (
+        canary_password,
+        DEFAULT_PASSWORD,
+        token,
+        session_cookie,
+        csrf,
+        "body-canary-password",
+        admin.email,
+    ):
         assert secret not in everything, "a secret or query value reached the logs"
 
     lines = _log_lines(captured.err)

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from spillguard.core import db as dbmod
+from spillguard.core.audit import AuditAction, record_event
 from spillguard.core.errors import DomainError
 from spillguard.core.keys import KeyRing, load_or_create_key_ring
 from spillguard.core.roles import Principal
@@ -82,6 +83,23 @@ def cli_principal() -> Principal:
     return Principal.system(f"cli:{who}")
 
 
+def upgrade_and_audit(engine: Engine) -> tuple[str | None, str | None]:
+    """Apply pending migrations; a change of revision is recorded as an audit event."""
+    before = dbmod.current_revision(engine)
+    dbmod.upgrade(engine)
+    after = dbmod.current_revision(engine)
+    if before != after:
+        with dbmod.transaction(dbmod.make_session_factory(engine)) as session:
+            record_event(
+                session,
+                cli_principal(),
+                AuditAction.DATABASE_UPGRADED,
+                object_type="database",
+                details={"from": before, "to": after},
+            )
+    return before, after
+
+
 def open_context(settings: Settings | None = None, *, upgrade_empty: bool = True) -> Context:
     """Settings, keys and a database at the current schema (an empty one is migrated)."""
     settings = settings or load_settings()
@@ -91,7 +109,7 @@ def open_context(settings: Settings | None = None, *, upgrade_empty: bool = True
     current = dbmod.current_revision(engine)
     head = dbmod.migration_head()
     if current is None and upgrade_empty:
-        dbmod.upgrade(engine)
+        upgrade_and_audit(engine)
     elif current != head:
         raise CliError(
             f"database schema is at {current}, this version needs {head}: "

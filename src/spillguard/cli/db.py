@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from spillguard.cli.common import one_line_errors, out
+from spillguard.cli.common import one_line_errors, out, upgrade_and_audit
 from spillguard.core import db as dbmod
 from spillguard.core.settings import load_settings
 
@@ -18,9 +18,7 @@ def upgrade() -> None:
     settings = load_settings()
     dbmod.check_sqlite_location(settings.resolved_database_url)
     engine = dbmod.make_engine(settings.resolved_database_url)
-    before = dbmod.current_revision(engine)
-    dbmod.upgrade(engine)
-    after = dbmod.current_revision(engine)
+    before, after = upgrade_and_audit(engine)
     if before == after:
         out.print(f"Database already at head ({after}).")
     else:
@@ -32,6 +30,8 @@ def upgrade() -> None:
 def current() -> None:
     """Show the database's migration revision and the head this version expects."""
     settings = load_settings()
+    # A data directory that does not exist yet means "empty", not "unavailable".
+    dbmod.check_sqlite_location(settings.resolved_database_url)
     engine = dbmod.make_engine(settings.resolved_database_url)
     rev = dbmod.current_revision(engine)
     head = dbmod.migration_head()

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
-from spillguard.cli.common import CliError, one_line_errors, out
+from spillguard.cli.common import CliError, one_line_errors, out, upgrade_and_audit
 from spillguard.core import db as dbmod
 from spillguard.core.db import transaction
 from spillguard.core.keys import load_or_create_key_ring
@@ -48,7 +48,7 @@ def serve(
     dbmod.check_sqlite_location(settings.resolved_database_url)
     keys = load_or_create_key_ring(settings)
     engine = dbmod.make_engine(settings.resolved_database_url)
-    dbmod.upgrade(engine)
+    upgrade_and_audit(engine)
     factory = dbmod.make_session_factory(engine)
     with transaction(factory) as session:
         setup_secret = LoginService(
@@ -74,7 +74,7 @@ def serve(
         "log_config": None,
         "access_log": False,
         "proxy_headers": settings.trust_proxy_headers,
-        "forwarded_allow_ips": "*" if settings.trust_proxy_headers else None,
+        "forwarded_allow_ips": settings.proxy_addresses if settings.trust_proxy_headers else None,
         "server_header": False,
     }
     if settings.workers == 1:

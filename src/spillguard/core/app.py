@@ -15,15 +15,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Gauge
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from spillguard import __version__
 from spillguard.core import db as dbmod
-from spillguard.core.errors import AuthenticationRequired, DomainError, Throttled, problem
+from spillguard.core.errors import (
+    PROBLEM_RESPONSES,
+    AuthenticationRequired,
+    DomainError,
+    Throttled,
+    problem,
+)
 from spillguard.core.jobs import Job, scheduler_loop
 from spillguard.core.keys import KeyRing, load_or_create_key_ring
 from spillguard.core.logging import configure_logging
-from spillguard.core.middleware import HttpMetrics, RequestMiddleware
+from spillguard.core.middleware import SECURITY_HEADERS, HttpMetrics, RequestMiddleware
 from spillguard.core.sessions import purge_expired
 from spillguard.core.settings import Settings, load_settings
 
@@ -89,14 +96,27 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code, problem(exc.status_code, title, detail), dict(exc.headers or {})
         )
 
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, exc: DataError) -> Response:
+        # The database refused a value the client sent (PostgreSQL: a NUL character, a number
+        # out of range): the client's mistake, so a 422, not a 500.
+        log.warning("database_refused_value", error=type(exc.orig).__name__)
+        detail = "A value in this request cannot be stored or searched (e.g. a NUL character)."
+        if _wants_html(request):
+            return render_error(request, 422, "Invalid input", detail)
+        return _problem_response(422, problem(422, "Invalid input", detail, "invalid-input"))
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled_error", error=type(exc).__name__, exc_info=exc)
         detail = "Something went wrong on the server. The request id identifies it in the logs."
+        # This handler answers outside RequestMiddleware, so it adds that middleware's headers.
+        headers = {"X-Request-ID": request.state.request_id}
+        headers.update((k.decode(), v.decode()) for k, v in SECURITY_HEADERS)
         if _wants_html(request):
-            return render_error(request, 500, "Server error", detail)
+            return render_error(request, 500, "Server error", detail, headers)
         return _problem_response(
-            500, problem(500, "Server error", detail, request_id=request.state.request_id)
+            500, problem(500, "Server error", detail, request_id=request.state.request_id), headers
         )
 
 
@@ -141,7 +161,8 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
         "Authenticate with `Authorization: Bearer <token>` (create one with "
         "`spillguard tokens create`). Errors are RFC 9457 problem documents.",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # served by core.ops from vendored Swagger UI (no CDN)
+        swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -165,8 +186,8 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
 
     from spillguard.core import api, ops, views
 
-    app.include_router(ops.router)
-    app.include_router(api.router)
+    app.include_router(ops.router, responses=PROBLEM_RESPONSES)
+    app.include_router(api.router, responses=PROBLEM_RESPONSES)
     app.include_router(views.router)
     return app
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -33,7 +33,6 @@ class AuditAction(StrEnum):
     USER_PASSWORD_CHANGED = "core:user:password-changed"
     TOKEN_CREATED = "core:token:created"
     TOKEN_REVOKED = "core:token:revoked"
-    TOKEN_REJECTED = "core:token:rejected"
     SETUP_LINK_CREATED = "core:setup:link-created"
     SETUP_COMPLETED = "core:setup:completed"
     DATABASE_UPGRADED = "core:database:upgraded"
@@ -140,6 +139,12 @@ class AuditService:
         self, flt: AuditFilter, *, limit: int, offset: int
     ) -> tuple[list[AuditEvent], int]:
         self.principal.require(Permission.AUDIT_VIEW)
+        for name, value in (("since", flt.since), ("until", flt.until)):
+            try:
+                if value is not None:
+                    value.astimezone(UTC)
+            except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is before year 1 in UTC
+                raise InvalidInput(f"'{name}' is out of range.", field=name) from None
         if flt.since and flt.until and flt.since >= flt.until:
             raise InvalidInput("'since' must be before 'until'.")
         base = flt.apply(select(AuditEvent))

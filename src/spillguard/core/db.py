@@ -16,7 +16,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from alembic.util import CommandError
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -32,6 +33,8 @@ NAMING = {
 }
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# PostgreSQL advisory lock key serialising migrations ("spillgrd" as a 64-bit integer).
+MIGRATION_LOCK = int.from_bytes(b"spillgrd", "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 class DatabaseUnavailable(Exception):
@@ -77,7 +80,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the settings each backend needs (SQLite: WAL, foreign keys, waits)."""
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,
+            **kwargs,
         )
 
         @event.listens_for(engine, "connect")
@@ -89,7 +95,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # hide_parameters: a database error logged by the server must not carry the values
+    # (e-mail addresses, digests, later customer data) that were bound to the statement.
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -134,10 +142,20 @@ def upgrade(engine: Engine) -> None:
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Several processes may start at once on one database: one migrates, the
+                # others wait here and then find it at head (held until this commits).
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     except OperationalError as exc:
         raise DatabaseUnavailable(describe_db_error(engine, exc)) from exc
+    except CommandError as exc:
+        # Typically the database was migrated by a newer Spillguard than this one.
+        raise DatabaseUnavailable(
+            f"cannot migrate the database: {exc}; was it upgraded by a newer version of "
+            "Spillguard? Run that version, or restore the backup taken before the upgrade."
+        ) from exc
 
 
 def describe_db_error(engine: Engine, exc: Exception) -> str:

@@ -52,7 +52,10 @@ def get_db(request: Request) -> Iterator[Session]:
         session.close()
 
 
-DbSession = Annotated[Session, Depends(get_db)]
+# scope="function": commit (or roll back) before the response is sent, so a client is never
+# told a change succeeded when its commit failed (FastAPI's default for yield dependencies
+# is to finish them after the response has gone out).
+DbSession = Annotated[Session, Depends(get_db, scope="function")]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Keys = Annotated[KeyRing, Depends(get_keys)]
 
@@ -66,13 +69,17 @@ def anonymous(request: Request) -> Principal:
 
 
 def api_principal(request: Request, db: DbSession, keys: Keys) -> Principal:
-    """The caller of an API route: the holder of the bearer token, or anonymous."""
+    """The caller of an API route: the holder of the bearer token.
+
+    Every route using this needs a token, so a request without one is refused here, before
+    its input is validated: an anonymous caller learns nothing but "authenticate".
+    """
     from spillguard.core.tokens import TokenService
 
     header = request.headers.get("authorization")
     base = anonymous(request)
     if not header:
-        return base
+        raise AuthenticationRequired("Send an API token as 'Authorization: Bearer <token>'.")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise AuthenticationRequired("Send the API token as 'Authorization: Bearer <token>'.")

@@ -3,6 +3,7 @@ security headers and the authorisation backstop."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -12,6 +13,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from spillguard.core.errors import problem
 from spillguard.core.roles import begin_request
 
 log = structlog.get_logger("spillguard.http")
@@ -100,8 +102,21 @@ class RequestMiddleware:
                 ):
                     log.error("authz_check_missing", route=route_template(scope))
                     if self.strict:
+                        # Answer with a problem instead, and drop the route's own body.
                         status = 500
-                        message = {**message, "status": 500}
+                        status_holder["replacement"] = json.dumps(
+                            problem(
+                                500,
+                                "Authorisation check missing",
+                                "This route never decided authorisation.",
+                                request_id=request_id,
+                            )
+                        ).encode()
+                        message = {
+                            **message,
+                            "status": 500,
+                            "headers": [(b"content-type", b"application/problem+json")],
+                        }
                 status_holder["status"] = status
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
@@ -109,6 +124,10 @@ class RequestMiddleware:
                 if not path.startswith("/api/docs"):
                     headers.append((b"content-security-policy", CSP))
                 message = {**message, "headers": headers}
+            elif "replacement" in status_holder:
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    await send({"type": "http.response.body", "body": status_holder["replacement"]})
+                return
             await send(message)
 
         try:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -47,7 +48,24 @@ def readyz(request: Request) -> JSONResponse:
     "/metrics",
     summary="Prometheus metrics (bearer token with metrics:view: admin, security, auditor)",
     response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 def metrics(request: Request, principal: ApiPrincipal) -> Response:
     principal.require(Permission.METRICS_VIEW)
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+SWAGGER = "/static/vendor/swagger-ui-5.35.0"
+
+
+@router.get("/api/docs", include_in_schema=False)
+def api_docs() -> HTMLResponse:
+    """Interactive API documentation, served from the project's own static files."""
+    mark_authz_checked()
+    return get_swagger_ui_html(
+        openapi_url="/api/openapi.json",
+        title="Spillguard API",
+        swagger_js_url=f"{SWAGGER}/swagger-ui-bundle.js",
+        swagger_css_url=f"{SWAGGER}/swagger-ui.css",
+        swagger_favicon_url="data:,",
+    )

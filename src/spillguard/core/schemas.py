@@ -44,7 +44,8 @@ class UserUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Role | None = None
-    disabled: bool | None = None
+    # strict: JSON true/false only, not "yes", 1 or "true" (a wrong type is a 422).
+    disabled: bool | None = Field(default=None, strict=True)
 
 
 class PasswordChange(BaseModel):
@@ -72,10 +73,10 @@ class TokenCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=100)
     user_id: int | None = Field(
-        default=None, description="Owner; default the caller", ge=1, le=2**62
+        default=None, description="Owner; default the caller", ge=1, le=2**62, strict=True
     )
     role: Role | None = Field(default=None, description="Default: the owner's role")
-    expires_days: int | None = Field(default=None, ge=1, le=3650)
+    expires_days: int | None = Field(default=None, ge=1, le=3650, strict=True)
 
 
 class TokenIssued(TokenPublic):

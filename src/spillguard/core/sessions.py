@@ -53,10 +53,10 @@ class LoginService:
         self.principal = principal
         self.keys = keys
         self.settings = settings
-        mark_authz_checked()  # logging in is, by definition, open to the unauthenticated
 
     # Login -------------------------------------------------------------------------
     def login(self, email: str, password: str) -> NewSession:
+        mark_authz_checked()  # logging in is, by definition, open to the unauthenticated
         address = email.strip().lower()
         keys = [self._throttle_key("account", address)]
         if self.principal.source_ip:
@@ -162,7 +162,11 @@ class LoginService:
             request_id=self.principal.request_id,
         )
 
-    def logout(self, secret: str) -> None:
+    def logout(self, secret: str | None) -> None:
+        """End the session of this cookie, if any.  Anyone may log out."""
+        mark_authz_checked()
+        if not secret or len(secret) > 200:
+            return
         digest = self.keys.digest(KeyPurpose.SESSION_DIGEST, secret)
         row = self.session.scalar(select(WebSession).where(WebSession.digest == digest))
         if row is not None:
@@ -183,7 +187,9 @@ class LoginService:
     def csrf_valid(self, seed: str | None, token: str | None) -> bool:
         if not seed or not token:
             return False
-        return hmac.compare_digest(self.csrf_token(seed), token)
+        return hmac.compare_digest(
+            self.csrf_token(seed).encode(), token.encode("utf-8", "surrogatepass")
+        )
 
     # First administrator -------------------------------------------------------------
     def create_setup_link(self) -> str | None:
@@ -202,6 +208,7 @@ class LoginService:
         return secret
 
     def check_setup_link(self, secret: str) -> SetupLink:
+        mark_authz_checked()  # the one-time secret is the authorisation
         digest = self.keys.digest(KeyPurpose.SETUP_LINK_DIGEST, secret)
         link = self.session.scalar(select(SetupLink).where(SetupLink.digest == digest))
         if link is None or link.used_at is not None or link.expires_at <= utcnow():

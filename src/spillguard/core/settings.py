@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         default=False,
         description="Honour X-Forwarded-For/-Proto from a reverse proxy in front of the server.",
     )
+    proxy_addresses: str = Field(
+        default="127.0.0.1",
+        description="Comma-separated addresses (or CIDR networks) of the reverse proxies whose "
+        "X-Forwarded-* headers are honoured when trust_proxy_headers is on.",
+    )
     authz_backstop_strict: bool = Field(
         default=False,
         description="Turn a route that skipped its authorisation check into an error (tests).",

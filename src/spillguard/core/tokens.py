@@ -83,8 +83,8 @@ class TokenService:
         ):
             raise PermissionDenied(f"You may not issue a token with the {token_role.value} role.")
         clean_name = name.strip()
-        if not clean_name or len(clean_name) > 100:
-            raise InvalidInput("Token name must be 1 to 100 characters.", field="name")
+        if not clean_name or len(clean_name) > 100 or not clean_name.isprintable():
+            raise InvalidInput("Token name must be 1 to 100 printable characters.", field="name")
         if expires_days is not None and not 1 <= expires_days <= MAX_EXPIRY_DAYS:
             raise InvalidInput(
                 f"Expiry must be between 1 and {MAX_EXPIRY_DAYS} days.", field="expires_days"
@@ -161,6 +161,9 @@ class TokenService:
             reason = "expired"
         elif token.user.disabled:
             reason = "user disabled"
+        elif not role_may_delegate(Role(token.user.role), Role(token.role)):
+            # The owner was demoted after the token was issued: it must not keep the old powers.
+            reason = "no longer covered by its owner's role"
         if reason is not None or token is None:
             raise AuthenticationRequired(f"The API token is {reason or 'unknown'}.")
         # Write last use at most once a minute so a busy client does not turn reads into writes.

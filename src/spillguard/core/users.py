@@ -9,12 +9,20 @@ from sqlalchemy.orm import Session
 
 from spillguard.core.audit import AuditAction, record_event
 from spillguard.core.db import utcnow
-from spillguard.core.errors import Conflict, InvalidInput, NotFound
+from spillguard.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from spillguard.core.models import ApiToken, User, WebSession
 from spillguard.core.passwords import hash_password
-from spillguard.core.roles import Permission, Principal, Role
+from spillguard.core.roles import Permission, Principal, Role, role_may_delegate
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s.]{1,63}$")
+# No control characters: PostgreSQL cannot store NUL, and both backends must agree.  No lone
+# surrogates either: they arrive from undecodable command-line bytes and cannot be encoded.
+_EMAIL = re.compile(
+    r"^[^@\s\x00-\x1f\x7f\ud800-\udfff]{1,64}"
+    r"@[^@\s\x00-\x1f\x7f\ud800-\udfff]{1,255}"
+    r"\.[^@\s.\x00-\x1f\x7f\ud800-\udfff]{1,63}$"
+)
+
+MAX_EMAIL_LENGTH = 320  # the width of users.email
 
 
 class UserNotFound(NotFound):
@@ -27,7 +35,8 @@ class UserExists(Conflict):
 
 def normalise_email(email: str) -> str:
     value = email.strip().lower()
-    if not _EMAIL.match(value):
+    # Lower-casing can lengthen text ("İ" becomes two characters): check what is stored.
+    if len(value) > MAX_EMAIL_LENGTH or not _EMAIL.match(value):
         raise InvalidInput("That is not a valid e-mail address.", field="email")
     return value
 
@@ -99,6 +108,16 @@ class UserService:
         else:
             self.principal.require_authenticated()
         user = self._load(user_id)
+        if (
+            self.principal.user_id == user_id
+            and self.principal.role is not None
+            and not role_may_delegate(self.principal.role, Role(user.role))
+        ):
+            # A token with a narrower role than its owner must not be turned into the owner's
+            # password, and so into the owner's full role in the console.
+            raise PermissionDenied(
+                "A token with a narrower role than its owner's may not change the password."
+            )
         user.password_hash = hash_password(password)
         user.password_changed_at = utcnow()
         # A new password ends every console session of that user.

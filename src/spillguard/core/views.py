@@ -6,6 +6,7 @@ the CSRF token (checked by ``csrf_protect``).
 
 from __future__ import annotations
 
+import hmac
 from datetime import datetime
 from typing import Annotated
 from urllib.parse import urlencode
@@ -52,14 +53,19 @@ class CsrfFailed(PermissionDenied):
 
 async def csrf_protect(request: Request) -> None:
     """Refuse a state-changing console request without the token bound to its CSRF cookie."""
-    mark_authz_checked()  # refusing here is itself the authorisation decision
     seed = request.cookies.get(CSRF_COOKIE)
     sent = request.headers.get("x-csrf-token")
     if sent is None:
         form = await request.form()
         value = form.get("csrf_token")
         sent = value if isinstance(value, str) else None
-    if not seed or not sent or sent != csrf_token_for(request, seed):
+    if (
+        not seed
+        or not sent
+        or not hmac.compare_digest(
+            sent.encode("utf-8", "surrogatepass"), csrf_token_for(request, seed).encode()
+        )
+    ):
         raise CsrfFailed(
             "This form is missing its security token or it has expired. "
             "Reload the page and submit it again."
@@ -144,9 +150,7 @@ def login_submit(
 def logout(
     request: Request, db: DbSession, keys: Keys, settings: AppSettings, principal: ConsolePrincipal
 ) -> Response:
-    secret = request.cookies.get(SESSION_COOKIE)
-    if secret:
-        LoginService(db, principal, keys, settings).logout(secret)
+    LoginService(db, principal, keys, settings).logout(request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/login?done=logged-out", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.delete_cookie(CSRF_COOKIE, path="/")
@@ -389,7 +393,11 @@ def audit_page(
         "filters": filters,
         "actions": svc.actions(),
     }
-    template = "core/_audit_rows.html" if request.headers.get("hx-request") else "core/audit.html"
+    # htmx swapping the rows gets the rows; a history restore (cache miss) needs the page.
+    partial = request.headers.get("hx-request") and not request.headers.get(
+        "hx-history-restore-request"
+    )
+    template = "core/_audit_rows.html" if partial else "core/audit.html"
     return render(request, template, ctx, principal=principal)
 
 

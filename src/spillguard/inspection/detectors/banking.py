@@ -1,0 +1,110 @@
+"""Bank identifiers: IBANs anywhere, and UK sort code with account number.
+
+IBANs are checked by python-stdnum (ISO 13616: country, length and BBAN format per
+country, ISO 7064 mod 97-10).  A UK sort code alone is six digits that dates and
+reference numbers also produce, so it counts only with an eight-digit account number
+within a few words of it and a banking word nearby.
+"""
+
+from __future__ import annotations
+
+import re
+
+from stdnum import iban as _iban
+
+from spillguard.inspection.detectors.base import Detector, Entity
+
+IBAN_CONTEXT_WORDS = ("iban", "bank", "account", "transfer", "bic", "swift", "payee")
+BANK_CONTEXT_WORDS = (
+    "sort code",
+    "sort-code",
+    "sortcode",
+    "s/c",
+    "account",
+    "account number",
+    "acc",
+    "acct",
+    "a/c",
+    "bank",
+    "bank details",
+    "direct debit",
+    "standing order",
+    "payee",
+)
+
+IBAN_PATTERN = r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"
+SORT_CODE_PATTERN = r"\b\d\d[ \-]\d\d[ \-]\d\d\b"
+
+_GAP = 40
+_ACCOUNT_AFTER = re.compile(rf"[^\d\n]{{1,{_GAP}}}?(?<![0-9A-Za-z])(\d{{8}})(?![0-9A-Za-z])")
+_ACCOUNT_BEFORE = re.compile(rf"(?<![0-9A-Za-z])(\d{{8}})(?![0-9A-Za-z])[^\d\n]{{1,{_GAP}}}$")
+_SORT_CODE = re.compile(r"(?<!\d)(\d\d)([ \-])(\d\d)\2(\d\d)(?!\d)")
+_ACCOUNT = re.compile(r"(?<![0-9A-Za-z])\d{8}(?![0-9A-Za-z])")
+
+
+def validate_iban(candidate: str) -> str | None:
+    """The IBAN in compact form, if its country format and mod 97 check hold."""
+    value = candidate.replace(" ", "").upper()
+    if not _iban.is_valid(value):
+        return None
+    return str(_iban.compact(value))
+
+
+def find_account_number(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """Widen a sort-code candidate to the eight-digit account number beside it.
+
+    The account number may follow (``12-34-56, account 12345678``) or precede the sort
+    code, within 40 characters on the same line and with no other digits between.
+    """
+    after = _ACCOUNT_AFTER.match(text, end, min(len(text), end + _GAP + 8))
+    if after is not None:
+        return start, after.end(1)
+    window_start = max(0, start - _GAP - 8)
+    before = _ACCOUNT_BEFORE.search(text[window_start:start])
+    if before is not None:
+        return window_start + before.start(1), end
+    return None
+
+
+def validate_bank_account(candidate: str) -> str | None:
+    """``NN-NN-NN NNNNNNNN`` (sort code and account number) from the widened candidate."""
+    sort_codes = list(_SORT_CODE.finditer(candidate))
+    accounts = _ACCOUNT.findall(candidate)
+    if len(sort_codes) != 1 or len(accounts) != 1:
+        return None
+    code = sort_codes[0]
+    digits = code.group(1) + code.group(3) + code.group(4)
+    if digits == "000000":
+        return None
+    return f"{digits[:2]}-{digits[2:4]}-{digits[4:]} {accounts[0]}"
+
+
+def iban_detector() -> Detector:
+    """The IBAN detector."""
+    return Detector(
+        name="iban",
+        entity=Entity.IBAN,
+        pattern=IBAN_PATTERN,
+        validate=validate_iban,
+        context_words=IBAN_CONTEXT_WORDS,
+        confidence=0.9,
+        context_boost=0.05,
+        split_on_failure=True,
+        description="IBANs (ISO 13616 via python-stdnum), compact",
+    )
+
+
+def uk_bank_account_detector() -> Detector:
+    """The UK sort code and account number detector (needs a banking word nearby)."""
+    return Detector(
+        name="uk_bank_account",
+        entity=Entity.UK_BANK_ACCOUNT,
+        pattern=SORT_CODE_PATTERN,
+        validate=validate_bank_account,
+        context_words=BANK_CONTEXT_WORDS,
+        confidence=0.85,
+        context_boost=0.0,
+        requires_context=True,
+        refine=find_account_number,
+        description="UK sort code with an 8-digit account number nearby, context-gated",
+    )

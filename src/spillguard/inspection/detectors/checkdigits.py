@@ -1,0 +1,61 @@
+"""Check-digit algorithms, by name, for built-in and custom identifiers.
+
+The registry is the vocabulary a custom identifier may name in configuration
+(``check_digit = "luhn"``).  Maintained implementations come from python-stdnum; the
+weighted modulus 11 used by NHS numbers (and by many loyalty and account numbers) is
+defined here because stdnum has no general form of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from stdnum import luhn as _luhn
+from stdnum import verhoeff as _verhoeff
+from stdnum.iso7064 import mod_97_10 as _mod_97_10
+
+CheckDigit = Callable[[str], bool]
+
+
+def luhn(value: str) -> bool:
+    """Luhn (ISO/IEC 7812-1): payment cards, IMEIs, many loyalty cards."""
+    return value.isdigit() and len(value) >= 2 and bool(_luhn.is_valid(value))
+
+
+def mod11(value: str) -> bool:
+    """Weighted modulus 11 with weights n+1…2 over the payload, as for NHS numbers.
+
+    The last digit is the check digit: ``11 - (sum mod 11)``, where 11 becomes 0 and a
+    result of 10 means the payload cannot carry a valid number.
+    """
+    if not value.isdigit() or len(value) < 2:
+        return False
+    payload, check = value[:-1], int(value[-1])
+    total = sum(int(d) * w for d, w in zip(payload, range(len(payload) + 1, 1, -1), strict=True))
+    expected = 11 - total % 11
+    if expected == 11:
+        expected = 0
+    return expected != 10 and expected == check
+
+
+def iso7064_mod97_10(value: str) -> bool:
+    """ISO 7064 Mod 97-10 over letters and digits (the IBAN check, ISO 13616)."""
+    return value.isalnum() and len(value) >= 3 and bool(_mod_97_10.is_valid(value))
+
+
+def verhoeff(value: str) -> bool:
+    """The Verhoeff dihedral check, which catches every single error and adjacent swap."""
+    return value.isdigit() and len(value) >= 2 and bool(_verhoeff.is_valid(value))
+
+
+CHECK_DIGITS: dict[str, CheckDigit] = {
+    "luhn": luhn,
+    "mod11": mod11,
+    "iso7064_mod97_10": iso7064_mod97_10,
+    "verhoeff": verhoeff,
+}
+"""Every check-digit algorithm a custom identifier may name."""
+
+# Which characters each algorithm reads: digit algorithms ignore letter prefixes
+# ("LC-6339…"), mod 97-10 reads letters too.
+DIGITS_ONLY: frozenset[str] = frozenset({"luhn", "mod11", "verhoeff"})

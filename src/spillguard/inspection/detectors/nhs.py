@@ -1,0 +1,68 @@
+"""NHS numbers: ten digits, the last a weighted modulus 11 check digit.
+
+Written ``485 777 3456`` (3-3-4, the form the NHS prints) or as one run.  One random
+ten-digit number in eleven passes mod 11, and unbroken ten-digit runs are everywhere
+(order, parcel and account numbers), so the unbroken form counts only with a health
+word nearby; the 3-3-4 form counts on its own.  Numbers made of one repeated digit
+pass the check (``1111111111``) but are placeholders, never issued.
+"""
+
+from __future__ import annotations
+
+from spillguard.inspection.detectors.base import Detector, Entity, digits_of
+from spillguard.inspection.detectors.checkdigits import mod11
+
+CONTEXT_WORDS = (
+    "nhs",
+    "nhs number",
+    "nhs no",
+    "patient",
+    "health",
+    "gp",
+    "hospital",
+    "chi",
+    "medical",
+    "clinic",
+)
+
+SPACED_PATTERN = r"\b\d{3}[ \-]\d{3}[ \-]\d{4}\b"
+UNSPACED_PATTERN = r"\b\d{10}\b"
+
+
+def validate(candidate: str) -> str | None:
+    """The NHS number as ten digits, if laid out 3-3-4 (or unbroken) and mod 11 holds."""
+    separators = [ch for ch in candidate if ch in " -"]
+    if separators and (len(separators) != 2 or separators[0] != separators[1]):
+        return None
+    number = digits_of(candidate)
+    if len(number) != 10 or len(set(number)) == 1 or not mod11(number):
+        return None
+    return number
+
+
+def nhs_detector() -> Detector:
+    """NHS numbers written 3-3-4."""
+    return Detector(
+        name="nhs_number",
+        entity=Entity.NHS_NUMBER,
+        pattern=SPACED_PATTERN,
+        validate=validate,
+        context_words=CONTEXT_WORDS,
+        confidence=0.7,
+        context_boost=0.25,
+        description="NHS numbers written 3-3-4 (mod 11 check digit), as ten digits",
+    )
+
+
+def nhs_unspaced_detector() -> Detector:
+    """NHS numbers written as one ten-digit run (needs a health word nearby)."""
+    return Detector(
+        name="nhs_number_unspaced",
+        entity=Entity.NHS_NUMBER,
+        pattern=UNSPACED_PATTERN,
+        validate=validate,
+        context_words=CONTEXT_WORDS,
+        confidence=0.9,
+        requires_context=True,
+        description="NHS numbers as one ten-digit run (mod 11), only beside a health word",
+    )

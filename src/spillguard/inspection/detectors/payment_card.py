@@ -1,0 +1,109 @@
+"""Payment card numbers (PANs): Luhn check, issuer ranges and lengths.
+
+A Luhn-valid number is not yet a card: one random number in ten passes Luhn.  The
+issuer identification number (IIN) must fall in a range a scheme issues today, and the
+length must be one that scheme uses.  Deliberately left out: 13-digit Visa (no longer
+issued, and EAN-13 barcodes starting with 4 would pass) and Maestro numbers shorter
+than 16 digits (12-digit parcel and order numbers would pass).
+"""
+
+from __future__ import annotations
+
+from spillguard.inspection.detectors.base import (
+    Detector,
+    Entity,
+    digits_of,
+    single_separator_style,
+)
+from spillguard.inspection.detectors.checkdigits import luhn
+
+CONTEXT_WORDS = (
+    "card",
+    "card number",
+    "credit",
+    "debit",
+    "visa",
+    "mastercard",
+    "master card",
+    "amex",
+    "american express",
+    "maestro",
+    "discover",
+    "jcb",
+    "unionpay",
+    "diners",
+    "pan",
+    "cvv",
+    "cvc",
+    "expiry",
+    "exp",
+    "valid thru",
+    "payment",
+)
+
+PATTERN = r"\b\d(?:[ \-]?\d){12,18}\b"
+
+_SIXTEEN_TO_NINETEEN = (16, 17, 18, 19)
+
+# (scheme, lowest IIN, highest IIN, lengths): the IIN range is compared on as many
+# leading digits as its bounds have.
+SCHEMES: tuple[tuple[str, str, str, tuple[int, ...]], ...] = (
+    ("visa", "4", "4", (16, 19)),
+    ("mastercard", "51", "55", (16,)),
+    ("mastercard", "2221", "2720", (16,)),
+    ("amex", "34", "34", (15,)),
+    ("amex", "37", "37", (15,)),
+    ("discover", "6011", "6011", _SIXTEEN_TO_NINETEEN),
+    ("discover", "644", "649", _SIXTEEN_TO_NINETEEN),
+    ("discover", "65", "65", _SIXTEEN_TO_NINETEEN),
+    ("jcb", "3528", "3589", _SIXTEEN_TO_NINETEEN),
+    ("unionpay", "62", "62", _SIXTEEN_TO_NINETEEN),
+    ("diners", "36", "36", (14, *_SIXTEEN_TO_NINETEEN)),
+    ("diners", "300", "305", (14, *_SIXTEEN_TO_NINETEEN)),
+    ("diners", "38", "39", _SIXTEEN_TO_NINETEEN),
+    ("mir", "2200", "2204", _SIXTEEN_TO_NINETEEN),
+    ("maestro", "5018", "5018", _SIXTEEN_TO_NINETEEN),
+    ("maestro", "5020", "5020", _SIXTEEN_TO_NINETEEN),
+    ("maestro", "5038", "5038", _SIXTEEN_TO_NINETEEN),
+    ("maestro", "5893", "5893", _SIXTEEN_TO_NINETEEN),
+    ("maestro", "6304", "6304", _SIXTEEN_TO_NINETEEN),
+    ("maestro", "6759", "6759", _SIXTEEN_TO_NINETEEN),
+    ("maestro", "6761", "6763", _SIXTEEN_TO_NINETEEN),
+)
+
+
+def card_scheme(number: str) -> str | None:
+    """The scheme issuing ``number`` (digits only) at its length, or ``None``."""
+    for scheme, low, high, lengths in SCHEMES:
+        if len(number) in lengths and low <= number[: len(low)] <= high:
+            return scheme
+    return None
+
+
+def validate(candidate: str) -> str | None:
+    """The card number as digits, if Luhn-valid with a current IIN and length."""
+    if not single_separator_style(candidate):
+        return None
+    groups = candidate.replace("-", " ").split(" ")
+    # Printed cards group digits in threes to sixes; only the last group may be short.
+    if len(groups) > 1 and any(not 3 <= len(group) <= 8 for group in groups[:-1]):
+        return None
+    number = digits_of(candidate)
+    if card_scheme(number) is None or not luhn(number):
+        return None
+    return number
+
+
+def payment_card_detector() -> Detector:
+    """The payment card detector."""
+    return Detector(
+        name="payment_card",
+        entity=Entity.PAYMENT_CARD,
+        pattern=PATTERN,
+        validate=validate,
+        context_words=CONTEXT_WORDS,
+        confidence=0.85,
+        context_boost=0.1,
+        split_on_failure=True,
+        description="payment card numbers (Luhn, current IIN ranges and lengths), as digits",
+    )
