@@ -162,7 +162,6 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
         "`spillguard tokens create`). Errors are RFC 9457 problem documents.",
         openapi_url="/api/openapi.json",
         docs_url=None,  # served by core.ops from vendored Swagger UI (no CDN)
-        swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
         redoc_url=None,
         lifespan=lifespan,
     )

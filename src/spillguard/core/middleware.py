@@ -29,7 +29,6 @@ PUBLIC_PATHS = {
     "/setup",
     "/api/openapi.json",
     "/api/docs",
-    "/api/docs/oauth2-redirect",
     "/favicon.ico",
 }
 

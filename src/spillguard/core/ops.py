@@ -68,4 +68,6 @@ def api_docs() -> HTMLResponse:
         swagger_js_url=f"{SWAGGER}/swagger-ui-bundle.js",
         swagger_css_url=f"{SWAGGER}/swagger-ui.css",
         swagger_favicon_url="data:,",
+        # No call-outs: Swagger UI would otherwise send the spec URL to its online validator.
+        swagger_ui_parameters={"validatorUrl": None},
     )
