@@ -288,8 +288,21 @@ def test_a_user_may_change_only_their_own_password(client: TestClient, users: Us
     other = users.create("dpo")
     headers = {"Authorization": f"Bearer {users.token(helpdesk)}"}
     new_password = fake.password(length=18)
-    own = client.put(
+    without_current = client.put(
         f"{USERS}/{helpdesk.id}/password", json={"password": new_password}, headers=headers
+    )
+    assert_problem(without_current, 403)
+    wrong_current = client.put(
+        f"{USERS}/{helpdesk.id}/password",
+        json={"password": new_password, "current_password": "not my password at all"},
+        headers=headers,
+    )
+    assert_problem(wrong_current, 403)
+    assert console_login(client, helpdesk.email, DEFAULT_PASSWORD) == 303
+    own = client.put(
+        f"{USERS}/{helpdesk.id}/password",
+        json={"password": new_password, "current_password": DEFAULT_PASSWORD},
+        headers=headers,
     )
     assert own.status_code == 204
     assert console_login(client, helpdesk.email, new_password) == 303

@@ -488,3 +488,81 @@ def test_audit_bad_date_filter_is_a_clear_error(console: TestClient, users: User
     response = console.get("/audit", params={"since": "yesterday"})
     assert response.status_code == 422
     assert "since must be a date" in response.text
+
+
+# Own account -----------------------------------------------------------------------------
+def _csrf_from(page_text: str) -> str:
+    return page_text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+
+
+def test_people_change_their_own_password_with_the_current_one(
+    console: TestClient, users: UserFactory
+) -> None:
+    from tests.factories.users import DEFAULT_PASSWORD
+
+    client = console
+    person = users.create("dpo")
+    login = client.get("/login")
+    client.post(
+        "/login",
+        data={
+            "email": person.email,
+            "password": DEFAULT_PASSWORD,
+            "csrf_token": _csrf_from(login.text),
+        },
+    )
+    page = client.get("/account")
+    assert page.status_code == 200
+    assert person.email in page.text
+    csrf = _csrf_from(page.text)
+    new = "a brand new passphrase 42"
+
+    wrong = client.post(
+        "/account/password",
+        data={
+            "current_password": "not it at all!",
+            "password": new,
+            "confirm": new,
+            "csrf_token": csrf,
+        },
+    )
+    assert wrong.status_code == 403
+    assert "current password is wrong" in wrong.text
+    differ = client.post(
+        "/account/password",
+        data={
+            "current_password": DEFAULT_PASSWORD,
+            "password": new,
+            "confirm": new + "x",
+            "csrf_token": csrf,
+        },
+    )
+    assert differ.status_code == 422
+    assert client.get("/account").status_code == 200  # still signed in after refusals
+
+    done = client.post(
+        "/account/password",
+        data={
+            "current_password": DEFAULT_PASSWORD,
+            "password": new,
+            "confirm": new,
+            "csrf_token": csrf,
+        },
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert done.headers["location"] == "/login?done=password-changed"
+    assert client.get("/account", follow_redirects=False).status_code == 303  # session ended
+    again = client.get("/login")
+    relog = client.post(
+        "/login",
+        data={"email": person.email, "password": new, "csrf_token": _csrf_from(again.text)},
+        follow_redirects=False,
+    )
+    assert relog.status_code == 303
+
+
+def test_account_page_needs_a_session(console: TestClient) -> None:
+    response = console.get("/account", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/login")

@@ -89,7 +89,9 @@ def update_user(
 def set_password(
     user_id: IdPath, body: PasswordChange, db: DbSession, principal: ApiPrincipal
 ) -> None:
-    UserService(db, principal).set_password(user_id, body.password)
+    UserService(db, principal).set_password(
+        user_id, body.password, current_password=body.current_password
+    )
 
 
 @router.get(

@@ -52,6 +52,9 @@ class PasswordChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     password: str = Field(min_length=12, max_length=1024)
+    current_password: str | None = Field(
+        default=None, max_length=1024, description="Required when changing your own password."
+    )
 
 
 class TokenPublic(BaseModel):

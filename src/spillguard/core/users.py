@@ -11,7 +11,7 @@ from spillguard.core.audit import AuditAction, record_event
 from spillguard.core.db import utcnow
 from spillguard.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from spillguard.core.models import ApiToken, User, WebSession
-from spillguard.core.passwords import hash_password
+from spillguard.core.passwords import check_password_rules, hash_password, verify_password
 from spillguard.core.roles import Permission, Principal, Role, role_may_delegate
 
 # No control characters: PostgreSQL cannot store NUL, and both backends must agree.  No lone
@@ -75,6 +75,13 @@ class UserService:
             raise UserNotFound("No user with that e-mail address.")
         return user
 
+    def me(self) -> User:
+        """The signed-in person's own account."""
+        self.principal.require_authenticated()
+        if self.principal.user_id is None:
+            raise UserNotFound("This identity has no user account.")
+        return self._load(self.principal.user_id)
+
     def list(self, *, limit: int = 100, offset: int = 0) -> tuple[list[User], int]:
         self.principal.require(Permission.USERS_VIEW)
         rows = self.session.scalars(select(User).order_by(User.id).limit(limit).offset(offset))
@@ -102,7 +109,11 @@ class UserService:
         )
         return user
 
-    def set_password(self, user_id: int, password: str) -> User:
+    def set_password(
+        self, user_id: int, password: str, *, current_password: str | None = None
+    ) -> User:
+        """Set a password.  Changing your own needs your current one, so a stolen session
+        or token cannot lock the owner out; administrators reset others' without it."""
         if self.principal.user_id != user_id:
             self.principal.require(Permission.USERS_MANAGE)
         else:
@@ -118,6 +129,11 @@ class UserService:
             raise PermissionDenied(
                 "A token with a narrower role than its owner's may not change the password."
             )
+        check_password_rules(password)
+        if self.principal.user_id == user_id and not verify_password(
+            user.password_hash, current_password or ""
+        ):
+            raise PermissionDenied("The current password is wrong.", field="current_password")
         user.password_hash = hash_password(password)
         user.password_changed_at = utcnow()
         # A new password ends every console session of that user.

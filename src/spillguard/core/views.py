@@ -43,6 +43,7 @@ MESSAGES = {
     "token-revoked": "Token revoked.",
     "setup-done": "Administrator created. Log in with the e-mail and password you chose.",
     "logged-out": "You are logged out.",
+    "password-changed": "Password changed. Log in with the new password.",
 }
 
 
@@ -280,6 +281,42 @@ def users_password(
     UserService(db, remember(request, principal)).set_password(user_id, password)
     target = "/users" if principal.can(Permission.USERS_VIEW) else "/tokens"
     return RedirectResponse(f"{target}?done=password-set", status_code=303)
+
+
+# Own account ---------------------------------------------------------------------------
+@router.get("/account", response_class=HTMLResponse)
+def account_page(request: Request, db: DbSession, principal: ConsolePrincipal) -> Response:
+    user = UserService(db, remember(request, principal)).me()
+    return render(request, "core/account.html", {"user": user}, principal=principal)
+
+
+@router.post("/account/password", response_class=HTMLResponse, dependencies=[Csrf])
+def account_password(
+    request: Request,
+    db: DbSession,
+    principal: ConsolePrincipal,
+    current_password: Annotated[str, Form(max_length=1024)],
+    password: Annotated[str, Form(max_length=1024)],
+    confirm: Annotated[str, Form(max_length=1024)],
+) -> Response:
+    svc = UserService(db, remember(request, principal))
+    user = svc.me()
+    try:
+        if password != confirm:
+            raise InvalidInput("The two new passwords differ.")
+        svc.set_password(user.id, password, current_password=current_password)
+    except (InvalidInput, PermissionDenied) as exc:
+        return render(
+            request,
+            "core/account.html",
+            {"user": user, "error": exc.detail},
+            principal=principal,
+            status_code=exc.status,
+        )
+    # Every session of this user ended with the change, this one included.
+    response = RedirectResponse("/login?done=password-changed", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
 
 
 # API tokens ----------------------------------------------------------------------------

@@ -287,7 +287,16 @@ def test_a_refused_password_keeps_the_old_one_and_the_sessions(
 def test_people_change_their_own_password_but_not_others(db: Session, users: UserFactory) -> None:
     alice = users.create(Role.HELPDESK)
     bob = users.create(Role.HELPDESK)
-    UserService(db, _as(alice)).set_password(alice.id, NEW_PASSWORD)
+    with pytest.raises(PermissionDenied, match="current password"):
+        UserService(db, _as(alice)).set_password(alice.id, NEW_PASSWORD)
+    with pytest.raises(PermissionDenied, match="current password"):
+        UserService(db, _as(alice)).set_password(
+            alice.id, NEW_PASSWORD, current_password="a wrong guess of it"
+        )
+    assert verify_password(alice.password_hash, DEFAULT_PASSWORD)
+    UserService(db, _as(alice)).set_password(
+        alice.id, NEW_PASSWORD, current_password=DEFAULT_PASSWORD
+    )
     assert verify_password(alice.password_hash, NEW_PASSWORD)
     with pytest.raises(PermissionDenied):
         UserService(db, _as(alice)).set_password(bob.id, NEW_PASSWORD)
