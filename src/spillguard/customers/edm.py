@@ -1,0 +1,648 @@
+"""Exact data match (EDM): whose data is this?  Keyed hashes of the customer list.
+
+The index holds, for every customer, keyed hashes of the normalised values of their
+fields — never a value.  Each hash is HMAC-SHA256 under a key derived from the master
+key for this purpose alone (:data:`EDM_KEY_PURPOSE`) over ``kind \\x1f value``,
+truncated to its first 8 bytes and kept as an unsigned 64-bit integer:
+
+* **primary** hashes (e-mail, phone, loyalty number, card) in one sorted array,
+  beside a parallel array of customer numbers, so a found primary value leads to its
+  candidate customers by binary search;
+* **supporting** hashes (names, postcode, date of birth, address, renewal date) in one
+  flat array, customer after customer, with an offset array: a candidate's supporting
+  hashes are a slice of a few entries.
+
+A **record match** needs a primary value of a customer *and* at least one supporting
+value of the *same* customer: within ``window`` characters of the primary in text, or
+in the same row of a table.  A primary value alone is reported separately as
+primary-only, never as a record match.  Results name customers by their id and say
+which kinds matched, never the values.
+
+The index is pure data over plain Python arrays: no database, no plaintext.  Storing
+and re-importing it (with added/changed/removed counts) is the customer directory's
+job, not built yet (docs/customers.md).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import multiprocessing
+import re
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from functools import partial
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from spillguard.core.errors import InvalidInput
+from spillguard.core.keys import KeyRing
+from spillguard.customers.fields import (
+    MAX_ADDRESS_TOKENS,
+    PRIMARY,
+    FieldKind,
+    LoyaltyFormat,
+    address_tokens,
+    hash_inputs,
+    name_tokens,
+    normalise,
+    normalise_address,
+    normalise_card,
+    normalise_date,
+    normalise_email,
+    normalise_loyalty,
+    normalise_phone,
+    normalise_postcode,
+)
+from spillguard.inspection.detectors.base import Entity
+
+__all__ = [
+    "EDM_KEY_PURPOSE",
+    "BuildStats",
+    "CustomerMatch",
+    "EdmIndex",
+    "EdmIndexBuilder",
+    "EdmResult",
+    "EdmSettings",
+    "FieldHasher",
+]
+
+EDM_KEY_PURPOSE = "spillguard/v1/edm-field-hash"
+"""HKDF info string of the key for customer-field hashes.  Never change it: every
+stored hash would stop matching."""
+
+DIGEST_BYTES = 8
+_SEP = b"\x1f"
+_MAX_NGRAM_NAME = 3
+
+
+class EdmSettings(BaseModel):
+    """How customer values are read and matched."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window: int = Field(
+        default=300, ge=1, le=100_000, description="Characters either side of a primary."
+    )
+    phone_region: str = Field(default="GB", description="Region for numbers without +/00.")
+    loyalty: LoyaltyFormat = LoyaltyFormat()
+    loyalty_entity: str = Field(
+        default="loyalty_number",
+        description="Entity name of the custom detector that finds loyalty numbers.",
+    )
+    min_name_length: int = Field(
+        default=2, ge=1, description="Shorter name words (initials) never confirm a match."
+    )
+
+
+class FieldHasher:
+    """HMAC-SHA256 of ``kind \\x1f value`` under the EDM key, truncated to 64 bits.
+
+    The inner and outer pads are hashed once and copied per value (RFC 2104 exactly;
+    the same digest as :func:`hmac.digest`, at less than half the cost per value).
+    """
+
+    def __init__(self, keyring: KeyRing) -> None:
+        key = keyring.derive(EDM_KEY_PURPOSE)
+        block = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        self._prefixes = {kind: kind.value.encode() + _SEP for kind in FieldKind}
+
+    def __call__(self, kind: FieldKind, value: str) -> int:
+        inner = self._inner.copy()
+        inner.update(self._prefixes[kind] + value.encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return int.from_bytes(outer.digest()[:DIGEST_BYTES], "big")
+
+
+@dataclass
+class BuildStats:
+    """What an index build read: counts only, never values."""
+
+    customers: int = 0
+    primary_values: int = 0
+    supporting_values: int = 0
+    without_primary: int = 0
+    invalid: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CustomerMatch:
+    """One customer found in content: their id and the kinds that matched (no values)."""
+
+    customer_id: str
+    primary: frozenset[FieldKind]
+    supporting: frozenset[FieldKind] = frozenset()
+
+    @property
+    def is_record_match(self) -> bool:
+        """A primary and a supporting field of this customer were found together."""
+        return bool(self.primary) and bool(self.supporting)
+
+
+@dataclass(frozen=True)
+class EdmResult:
+    """Record matches (primary + supporting) and, apart, primary-only hits."""
+
+    records: tuple[CustomerMatch, ...] = ()
+    primary_only: tuple[CustomerMatch, ...] = ()
+
+    @property
+    def customer_ids(self) -> list[str]:
+        """Ids of the customers with a record match, sorted."""
+        return sorted(m.customer_id for m in self.records)
+
+    @property
+    def primary_only_ids(self) -> list[str]:
+        """Ids of customers found by a primary value alone, sorted."""
+        return sorted(m.customer_id for m in self.primary_only)
+
+
+class EdmIndexBuilder:
+    """Reads customer rows, normalises and hashes their values, and builds an index.
+
+    ``add`` takes the customer id and raw values per kind (one string or several);
+    invalid values are skipped and counted per kind in :attr:`stats`, never raised.
+    A repeated customer id is an :class:`~spillguard.core.errors.InvalidInput`.
+    """
+
+    def __init__(self, keyring: KeyRing, settings: EdmSettings | None = None) -> None:
+        self.settings = settings or EdmSettings()
+        self.stats = BuildStats()
+        self._hash = FieldHasher(keyring)
+        self._keyring = keyring
+        self._ids: list[str] = []
+        self._seen: set[str] = set()
+        # Primary entries are packed as (digest << 32 | customer number) for one sort.
+        self._primary: list[int] = []
+        self._support = array("Q")
+        self._offsets = array("Q", [0])
+        today = date.today()
+        settings = self.settings
+        self._normalisers: dict[FieldKind, Callable[[str], str | None]] = {
+            kind: partial(
+                normalise, kind, region=settings.phone_region, loyalty=settings.loyalty, today=today
+            )
+            for kind in FieldKind
+        }
+        self._normalisers.update(
+            {
+                FieldKind.EMAIL: normalise_email,
+                FieldKind.PHONE: partial(normalise_phone, region=settings.phone_region),
+                FieldKind.POSTCODE: normalise_postcode,
+                FieldKind.FIRST_NAME: _normalise_name_part,
+                FieldKind.LAST_NAME: _normalise_name_part,
+                FieldKind.NAME: _normalise_name_part,
+            }
+        )
+
+    def add(self, customer_id: str, values: Mapping[FieldKind, str | Iterable[str]]) -> None:
+        """Add one customer; ``values`` maps kinds to raw values as found in the list."""
+        customer_id = customer_id.strip()
+        if not customer_id:
+            raise InvalidInput("a customer row has an empty id")
+        if customer_id in self._seen:
+            raise InvalidInput(f"customer id {customer_id!r} appears more than once")
+        self._seen.add(customer_id)
+        number = len(self._ids)
+        if number >= 2**32:
+            raise InvalidInput("more than 4,294,967,295 customers")
+        self._ids.append(customer_id)
+        stats = self.stats
+        digest = self._hash
+        normalisers = self._normalisers
+        primaries: set[int] = set()
+        supporting: set[int] = set()
+        names: dict[FieldKind, str] = {}
+        for kind, raw in values.items():
+            items = (raw,) if isinstance(raw, str) else raw
+            for item in items:
+                if not item or not item.strip():
+                    continue
+                try:
+                    value = normalisers[kind](item)
+                except Exception:  # a bad value is counted, never fatal
+                    value = None
+                if value is None:
+                    stats.invalid[kind.value] = stats.invalid.get(kind.value, 0) + 1
+                    continue
+                if kind in PRIMARY:
+                    primaries.add(digest(kind, value))
+                    continue
+                if kind in (FieldKind.FIRST_NAME, FieldKind.LAST_NAME):
+                    names.setdefault(kind, value)
+                for pair_kind, pair_value in hash_inputs(kind, value):
+                    supporting.add(digest(pair_kind, pair_value))
+        if len(names) == 2:  # first and last name columns also make a full name
+            full = f"{names[FieldKind.FIRST_NAME]} {names[FieldKind.LAST_NAME]}"
+            supporting.add(digest(FieldKind.NAME, full))
+        stats.customers += 1
+        if not primaries:
+            stats.without_primary += 1
+        stats.primary_values += len(primaries)
+        stats.supporting_values += len(supporting)
+        self._primary.extend((p << 32) | number for p in primaries)
+        self._support.extend(supporting)
+        self._offsets.append(len(self._support))
+
+    def add_many(
+        self,
+        rows: Iterable[tuple[str, Mapping[FieldKind, str | Iterable[str]]]],
+        *,
+        workers: int = 1,
+        chunk_size: int = 4096,
+    ) -> None:
+        """Add many customers, normalising and hashing in ``workers`` processes.
+
+        Rows are sent to forked worker processes in chunks and merged in order, so the
+        index is identical to one built with :meth:`add`.  The key is inherited by
+        the fork, never sent over a pipe.  Falls back to :meth:`add` for one worker or
+        where ``fork`` is unavailable.
+        """
+        if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+            for customer_id, values in rows:
+                self.add(customer_id, values)
+            return
+        global _FORKED
+        _FORKED = (self._keyring, self.settings)
+        try:
+            context = multiprocessing.get_context("fork")
+            with context.Pool(workers) as pool:
+                for part in pool.imap(_hash_chunk, _chunks(rows, chunk_size)):
+                    self._merge(part)
+        finally:
+            _FORKED = None
+
+    def _merge(self, part: _Chunk) -> None:
+        base = len(self._ids)
+        for customer_id in part.ids:
+            if customer_id in self._seen:
+                raise InvalidInput(f"customer id {customer_id!r} appears more than once")
+            self._seen.add(customer_id)
+        self._ids.extend(part.ids)
+        self._primary.extend(
+            (d << 32) | (base + n) for d, n in zip(part.primary, part.owners, strict=True)
+        )
+        start = len(self._support)
+        self._support.extend(part.support)
+        self._offsets.extend(start + o for o in part.offsets[1:])
+        stats, other = self.stats, part.stats
+        stats.customers += other.customers
+        stats.primary_values += other.primary_values
+        stats.supporting_values += other.supporting_values
+        stats.without_primary += other.without_primary
+        for kind, count in other.invalid.items():
+            stats.invalid[kind] = stats.invalid.get(kind, 0) + count
+
+    def build(self) -> EdmIndex:
+        """The finished index; the builder must not be used afterwards."""
+        self._primary.sort()
+        keys = array("Q", (p >> 32 for p in self._primary))
+        owners = array("I", (p & 0xFFFFFFFF for p in self._primary))
+        self._primary = []
+        self._seen = set()
+        index = EdmIndex(
+            keyring=self._keyring,
+            settings=self.settings,
+            ids=self._ids,
+            primary_keys=keys,
+            primary_owners=owners,
+            support=self._support,
+            offsets=self._offsets,
+            stats=self.stats,
+        )
+        self._ids = []
+        self._support = array("Q")
+        self._offsets = array("Q", [0])
+        return index
+
+
+@dataclass
+class _Chunk:
+    ids: list[str]
+    primary: array[int]
+    owners: array[int]
+    support: array[int]
+    offsets: array[int]
+    stats: BuildStats
+
+
+_FORKED: tuple[KeyRing, EdmSettings] | None = None
+
+
+def _chunks(
+    rows: Iterable[tuple[str, Mapping[FieldKind, str | Iterable[str]]]], size: int
+) -> Iterator[list[tuple[str, Mapping[FieldKind, str | Iterable[str]]]]]:
+    batch: list[tuple[str, Mapping[FieldKind, str | Iterable[str]]]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _hash_chunk(batch: list[tuple[str, Mapping[FieldKind, str | Iterable[str]]]]) -> _Chunk:
+    """In a forked worker: normalise and hash one chunk of rows with the inherited key."""
+    if _FORKED is None:
+        raise RuntimeError("EDM worker started without a key")
+    builder = EdmIndexBuilder(*_FORKED)
+    for customer_id, values in batch:
+        builder.add(customer_id, values)
+    packed = builder._primary
+    return _Chunk(
+        ids=builder._ids,
+        primary=array("Q", (p >> 32 for p in packed)),
+        owners=array("I", (p & 0xFFFFFFFF for p in packed)),
+        support=builder._support,
+        offsets=builder._offsets,
+        stats=builder.stats,
+    )
+
+
+_WORD = re.compile(r"[^\W_]+(?:['\u2019\u02bc][^\W_]+)*")
+_POSTCODE_LIKE = re.compile(r"\b[A-Za-z]{1,2}\d[A-Za-z\d]? ?\d[A-Za-z]{2}\b")
+_DATE_LIKE = re.compile(
+    r"\b(?:\d{1,2}[/.\-]\d{1,2}[/.\-](?:\d{4}|\d{2})|\d{4}-\d{1,2}-\d{1,2}"
+    r"|\d{1,2}(?:st|nd|rd|th)? (?:of )?[A-Za-z]{3,9}\.?,? \d{4}"
+    r"|[A-Za-z]{3,9}\.? \d{1,2}(?:st|nd|rd|th)?,? \d{4})\b"
+)
+_SUPPORT_NAME_KINDS = (FieldKind.FIRST_NAME, FieldKind.LAST_NAME)
+
+
+@dataclass(frozen=True)
+class _Primary:
+    kind: FieldKind
+    value: str
+    start: int
+    end: int
+
+
+class EdmIndex:
+    """Keyed hashes of a customer list, and record matching against text and tables.
+
+    Build with :class:`EdmIndexBuilder`.  Safe to share between threads (read-only).
+    """
+
+    def __init__(
+        self,
+        *,
+        keyring: KeyRing,
+        settings: EdmSettings,
+        ids: list[str],
+        primary_keys: array[int],
+        primary_owners: array[int],
+        support: array[int],
+        offsets: array[int],
+        stats: BuildStats,
+    ) -> None:
+        self.settings = settings
+        self.stats = stats
+        self._hash = FieldHasher(keyring)
+        self._ids = ids
+        self._primary_keys = primary_keys
+        self._primary_owners = primary_owners
+        self._support = support
+        self._offsets = offsets
+        self._entities: dict[str, FieldKind] = {
+            Entity.EMAIL.value: FieldKind.EMAIL,
+            Entity.PHONE.value: FieldKind.PHONE,
+            Entity.PAYMENT_CARD.value: FieldKind.CARD,
+            settings.loyalty_entity: FieldKind.LOYALTY_NUMBER,
+        }
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def nbytes(self) -> int:
+        """Bytes held by the hash arrays (without the customer-id strings)."""
+        arrays = (self._primary_keys, self._primary_owners, self._support, self._offsets)
+        return sum(a.itemsize * len(a) for a in arrays)
+
+    # --- lookups ------------------------------------------------------------------
+
+    def candidates(self, kind: FieldKind, value: str) -> list[int]:
+        """Customer numbers whose ``kind`` field has this normalised ``value``."""
+        return self._owners(self._hash(kind, value))
+
+    def _owners(self, digest: int) -> list[int]:
+        keys = self._primary_keys
+        at = bisect.bisect_left(keys, digest)
+        found = []
+        while at < len(keys) and keys[at] == digest:
+            found.append(self._primary_owners[at])
+            at += 1
+        return found
+
+    def _supporting_of(self, number: int) -> array[int]:
+        return self._support[self._offsets[number] : self._offsets[number + 1]]
+
+    # --- text ---------------------------------------------------------------------
+
+    def match_text(self, text: str, findings: Iterable[object]) -> EdmResult:
+        """Record matches in ``text`` given the inspection findings for it.
+
+        Primary values come from the findings (e-mail, phone, card, and the custom
+        loyalty-number detector named in the settings).  For a primary that belongs to
+        customers, the supporting values within ``window`` characters either side are
+        hashed — names as 1-3 word runs, address lines as 2-8 word runs, postcodes and
+        dates wherever written — and compared with those customers' own.  Words inside
+        a finding (the ``jane.doe`` of an e-mail address) never count as a name.
+        """
+        spans: list[tuple[int, int]] = []
+        primaries: list[_Primary] = []
+        for finding in findings:
+            start = getattr(finding, "start", None)
+            end = getattr(finding, "end", None)
+            if not isinstance(start, int) or not isinstance(end, int):
+                continue
+            spans.append((start, end))
+            kind = self._entities.get(str(getattr(finding, "entity", "")))
+            value = getattr(finding, "value", None)
+            if kind is None or not isinstance(value, str):
+                continue
+            normalised = self._normalise_primary(kind, value)
+            if normalised is not None:
+                primaries.append(_Primary(kind, normalised, start, end))
+        hits: dict[int, tuple[set[FieldKind], set[FieldKind]]] = {}
+        window_cache: dict[tuple[int, int], dict[int, FieldKind]] = {}
+        window = self.settings.window
+        for primary in primaries:
+            owners = self.candidates(primary.kind, primary.value)
+            if not owners:
+                continue
+            bounds = (max(0, primary.start - window), min(len(text), primary.end + window))
+            if bounds not in window_cache:
+                window_cache[bounds] = self._text_support(text, *bounds, spans)
+            nearby = window_cache[bounds]
+            for number in owners:
+                kinds = {nearby[d] for d in self._supporting_of(number) if d in nearby}
+                prim, supp = hits.setdefault(number, (set(), set()))
+                prim.add(primary.kind)
+                supp.update(kinds)
+        return self._result(hits)
+
+    def _normalise_primary(self, kind: FieldKind, value: str) -> str | None:
+        if kind is FieldKind.EMAIL:
+            return normalise_email(value)
+        if kind is FieldKind.PHONE:
+            return normalise_phone(value, self.settings.phone_region)
+        if kind is FieldKind.CARD:
+            return normalise_card(value)
+        return normalise_loyalty(value, self.settings.loyalty)
+
+    def _text_support(
+        self, text: str, lo: int, hi: int, spans: list[tuple[int, int]]
+    ) -> dict[int, FieldKind]:
+        """Hashes of every supporting value written in ``text[lo:hi]``, with their kind."""
+        part = text[lo:hi]
+        inside = [(s - lo, e - lo) for s, e in spans if s < hi and e > lo]
+        words: list[list[str]] = [[]]  # runs of words not broken by a finding
+        for match in _WORD.finditer(part):
+            s, e = match.span()
+            if any(fs < e and s < fe for fs, fe in inside):
+                words.append([])
+                continue
+            # A word cut by the window's edge is not a word of the text.
+            cut = (s == 0 and lo > 0) or (e == len(part) and hi < len(text))
+            if not cut:
+                words[-1].append(match.group())
+        found: dict[int, FieldKind] = {}
+        for run in words:
+            self._word_support(run, found)
+        for match in _POSTCODE_LIKE.finditer(part):
+            code = normalise_postcode(match.group())
+            if code is not None:
+                found[self._hash(FieldKind.POSTCODE, code)] = FieldKind.POSTCODE
+        self._date_support((m.group() for m in _DATE_LIKE.finditer(part)), found)
+        return found
+
+    def _word_support(self, run: Sequence[str], found: dict[int, FieldKind]) -> None:
+        """Names (1-3 words) and address lines (2-8 words) among consecutive words."""
+        digest = self._hash
+        minimum = self.settings.min_name_length
+        names = [" ".join(name_tokens(w)) for w in run]
+        for i in range(len(names)):
+            for n in range(1, _MAX_NGRAM_NAME + 1):
+                gram = names[i : i + n]
+                if len(gram) < n or any(len(g) < minimum for g in gram):
+                    break
+                value = " ".join(gram)
+                for kind in _SUPPORT_NAME_KINDS:
+                    found[digest(kind, value)] = kind
+                if n >= 2:
+                    found[digest(FieldKind.NAME, value)] = FieldKind.NAME
+        tokens = [" ".join(address_tokens(w)) for w in run]
+        for i in range(len(tokens)):
+            for n in range(2, MAX_ADDRESS_TOKENS + 1):
+                gram = tokens[i : i + n]
+                if len(gram) < n:
+                    break
+                found[digest(FieldKind.ADDRESS, " ".join(gram))] = FieldKind.ADDRESS
+
+    def _date_support(self, texts: Iterable[str], found: dict[int, FieldKind]) -> None:
+        for written in texts:
+            for kind, past in (
+                (FieldKind.DATE_OF_BIRTH, True),
+                (FieldKind.CONTRACT_RENEWAL_DATE, False),
+            ):
+                iso = normalise_date(written, past=past)
+                if iso is not None:
+                    found[self._hash(kind, iso)] = kind
+
+    # --- tables -------------------------------------------------------------------
+
+    def match_rows(self, rows: Iterable[Sequence[str]]) -> EdmResult:
+        """Record matches in table rows: a primary and a supporting value of the same
+        customer in the same row.  Each cell is tried as every primary kind; the other
+        cells of a row with a primary hit are read as names, address lines, postcodes
+        and dates."""
+        hits: dict[int, tuple[set[FieldKind], set[FieldKind]]] = {}
+        for row in rows:
+            cells = [c if isinstance(c, str) else "" for c in row]
+            found: list[tuple[int, FieldKind, list[int]]] = []
+            for position, cell in enumerate(cells):
+                for kind, value in self._cell_primaries(cell):
+                    owners = self.candidates(kind, value)
+                    if owners:
+                        found.append((position, kind, owners))
+            if not found:
+                continue
+            support = self._row_support(cells, {p for p, _k, _o in found})
+            for _position, kind, owners in found:
+                for number in owners:
+                    kinds = {support[d] for d in self._supporting_of(number) if d in support}
+                    prim, supp = hits.setdefault(number, (set(), set()))
+                    prim.add(kind)
+                    supp.update(kinds)
+        return self._result(hits)
+
+    def _cell_primaries(self, cell: str) -> list[tuple[FieldKind, str]]:
+        text = cell.strip()
+        if not text or len(text) > 320:
+            return []
+        found: list[tuple[FieldKind, str]] = []
+        if "@" in text:
+            email = normalise_email(text)
+            if email is not None:
+                found.append((FieldKind.EMAIL, email))
+            return found
+        digits = sum(ch.isdigit() for ch in text)
+        if digits < 6:
+            return found
+        phone = normalise_phone(text, self.settings.phone_region) if digits >= 7 else None
+        if phone is not None:
+            found.append((FieldKind.PHONE, phone))
+        card = normalise_card(text)
+        if card is not None:
+            found.append((FieldKind.CARD, card))
+        loyalty = normalise_loyalty(text, self.settings.loyalty)
+        if loyalty is not None:
+            found.append((FieldKind.LOYALTY_NUMBER, loyalty))
+        return found
+
+    def _row_support(self, cells: Sequence[str], skip: set[int]) -> dict[int, FieldKind]:
+        found: dict[int, FieldKind] = {}
+        digest = self._hash
+        for position, cell in enumerate(cells):
+            if position in skip or not cell.strip() or len(cell) > 500:
+                continue
+            self._word_support([m.group() for m in _WORD.finditer(cell)], found)
+            whole = normalise_name(cell)
+            if whole is not None:
+                for kind, value in hash_inputs(FieldKind.NAME, whole):
+                    found.setdefault(digest(kind, value), kind)
+            address = normalise_address(cell)
+            if address is not None:
+                found[digest(FieldKind.ADDRESS, address)] = FieldKind.ADDRESS
+            code = normalise_postcode(cell)
+            if code is not None:
+                found[digest(FieldKind.POSTCODE, code)] = FieldKind.POSTCODE
+            self._date_support([cell], found)
+        return found
+
+    # --- results ------------------------------------------------------------------
+
+    def _result(self, hits: dict[int, tuple[set[FieldKind], set[FieldKind]]]) -> EdmResult:
+        records: list[CustomerMatch] = []
+        primary_only: list[CustomerMatch] = []
+        for number, (prim, supp) in sorted(hits.items(), key=lambda i: self._ids[i[0]]):
+            match = CustomerMatch(self._ids[number], frozenset(prim), frozenset(supp))
+            (records if supp else primary_only).append(match)
+        return EdmResult(records=tuple(records), primary_only=tuple(primary_only))
+
+
+def _normalise_name_part(value: str) -> str | None:
+    tokens = name_tokens(value)
+    return " ".join(tokens) if tokens else None
+
+
+def normalise_name(value: str) -> str | None:
+    """A whole cell read as a name (see :func:`spillguard.customers.fields.normalise_name`)."""
+    tokens = name_tokens(value)
+    return " ".join(tokens) if tokens and len(tokens) <= _MAX_NGRAM_NAME else None
