@@ -37,6 +37,11 @@ DECLARED_PUBLIC = {
     "/favicon.ico",
 }
 DECLARED_PUBLIC_MOUNTS = {"/static"}
+# The device protocol authenticates devices, not people (docs/device-protocol.md): its
+# routes answer 401 with the "Device" challenge; enrolling is authorised by the token in
+# the body, so an empty request is refused as invalid input.
+DEVICE_PROTOCOL = "/api/device/v1/"
+DEVICE_TOKEN_IN_BODY = {"/api/device/v1/enroll"}
 API_LIKE = ("/api/", "/metrics")
 PARAM = re.compile(r"\{[^}/]+\}")
 
@@ -73,11 +78,14 @@ def violation(client: TestClient, method: str, template: str, path: str) -> str 
         return f"{where}: server error"
     if template in DECLARED_PUBLIC:
         return None
+    if template in DEVICE_TOKEN_IN_BODY:
+        return None if status == 422 else f"{where}: enrolling without a token must be a 422"
     if api:
+        challenge = "Device" if template.startswith(DEVICE_PROTOCOL) else "Bearer"
         if status != 401:
             return f"{where}: an API route must answer 401 without a token"
-        if response.headers.get("www-authenticate") != "Bearer":
-            return f"{where}: 401 without 'WWW-Authenticate: Bearer'"
+        if response.headers.get("www-authenticate") != challenge:
+            return f"{where}: 401 without 'WWW-Authenticate: {challenge}'"
         if not response.headers["content-type"].startswith("application/problem+json"):
             return f"{where}: 401 is not a problem document"
         return None
@@ -104,6 +112,8 @@ def test_every_route_refuses_anonymous_callers(client: TestClient) -> None:
         ("GET", "/users"),
         ("POST", "/users/{user_id}/role"),
         ("GET", "/healthz"),
+        ("POST", "/api/device/v1/checkin"),
+        ("POST", "/api/v1/devices/{device_id}/report-lost"),
     ]:
         assert expected in checked, expected
     problems = [v for m, t, p in routes if (v := violation(client, m, t, p))]

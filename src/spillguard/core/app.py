@@ -30,7 +30,12 @@ from spillguard.core.errors import (
 from spillguard.core.jobs import Job, scheduler_loop
 from spillguard.core.keys import KeyRing, load_or_create_key_ring
 from spillguard.core.logging import configure_logging
-from spillguard.core.middleware import SECURITY_HEADERS, HttpMetrics, RequestMiddleware
+from spillguard.core.middleware import (
+    SECURITY_HEADERS,
+    BodySizeLimit,
+    HttpMetrics,
+    RequestMiddleware,
+)
 from spillguard.core.sessions import purge_expired
 from spillguard.core.settings import Settings, load_settings
 
@@ -67,7 +72,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
             return render_error(request, exc.status, exc.title, exc.detail, headers)
         if isinstance(exc, AuthenticationRequired):
-            headers["WWW-Authenticate"] = "Bearer"
+            headers["WWW-Authenticate"] = exc.challenge
         body = problem(exc.status, exc.title, exc.detail, exc.slug, **exc.extra)
         return _problem_response(exc.status, body, headers)
 
@@ -87,9 +92,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        titles = {404: "Not found", 405: "Method not allowed"}
+        titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large"}
         title = titles.get(exc.status_code, str(exc.detail))
-        detail = "There is nothing at this address." if exc.status_code == 404 else str(exc.detail)
+        detail = {
+            404: "There is nothing at this address.",
+            413: "The request body is larger than this endpoint accepts.",
+        }.get(exc.status_code, str(exc.detail))
         if _wants_html(request):
             return render_error(request, exc.status_code, title, detail, exc.headers)
         return _problem_response(
@@ -137,7 +145,9 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     engine = dbmod.make_engine(settings.resolved_database_url)
     session_factory = dbmod.make_session_factory(engine)
     registry = CollectorRegistry()
-    jobs = [housekeeping_job(settings)]
+    from spillguard.devices.commands import maintenance_job
+
+    jobs = [housekeeping_job(settings), maintenance_job(settings)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -176,6 +186,10 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     ).set(1)
 
     install_error_handlers(app)
+    # Inside RequestMiddleware (added after it), so a 413 gets the request id and headers.
+    app.add_middleware(
+        BodySizeLimit, prefix="/api/device/", max_bytes=settings.device_max_body_bytes
+    )
     app.add_middleware(
         RequestMiddleware,
         metrics=HttpMetrics(registry),
@@ -184,10 +198,13 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     app.mount("/static", StaticFiles(directory=CONSOLE_DIR / "static"), name="static")
 
     from spillguard.core import api, ops, views
+    from spillguard.devices import api as devices_api
 
     app.include_router(ops.router, responses=PROBLEM_RESPONSES)
     app.include_router(api.router, responses=PROBLEM_RESPONSES)
     app.include_router(views.router)
+    app.include_router(devices_api.router, responses=PROBLEM_RESPONSES)
+    app.include_router(devices_api.protocol, responses=PROBLEM_RESPONSES)
     return app
 
 

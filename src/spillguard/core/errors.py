@@ -38,6 +38,8 @@ class AuthenticationRequired(DomainError):
     status = 401
     slug = "authentication-required"
     title = "Authentication required"
+    # The WWW-Authenticate scheme the client should use (the device protocol uses "Device").
+    challenge: ClassVar[str] = "Bearer"
 
 
 class PermissionDenied(DomainError):

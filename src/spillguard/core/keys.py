@@ -35,6 +35,8 @@ class KeyPurpose(StrEnum):
     CSRF = "spillguard/v1/csrf"
     SETUP_LINK_DIGEST = "spillguard/v1/setup-link-digest"
     THROTTLE_KEY_DIGEST = "spillguard/v1/throttle-key-digest"
+    DEVICE_CREDENTIAL_DIGEST = "spillguard/v1/device-credential-digest"
+    ENROLLMENT_TOKEN_DIGEST = "spillguard/v1/enrollment-token-digest"
 
 
 @dataclass(frozen=True)

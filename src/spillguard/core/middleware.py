@@ -145,3 +145,66 @@ class RequestMiddleware:
                 duration_ms=round(elapsed * 1000, 2),
             )
             structlog.contextvars.unbind_contextvars("request_id")
+
+
+class BodySizeLimit:
+    """Refuse request bodies above ``max_bytes`` on paths under ``prefix`` with a 413.
+
+    A declared ``Content-Length`` above the cap is answered at once, without reading the
+    body; a body without one (chunked) is counted as it arrives and refused once it passes
+    the cap (FastAPI re-raises the HTTP exception from its body read, and the app's
+    handler turns it into a problem document).
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str, max_bytes: int) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope.get("path", "").startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                length = -1
+            if length < 0 or length > self.max_bytes:
+                await self._refuse(send, 400 if length < 0 else 413)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    from starlette.exceptions import HTTPException
+
+                    raise HTTPException(413, "Content too large")
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _refuse(self, send: Send, status: int) -> None:
+        title = "Content too large" if status == 413 else "Bad request"
+        detail = (
+            f"The request body is larger than {self.max_bytes} bytes."
+            if status == 413
+            else "The Content-Length header is not a number."
+        )
+        body = json.dumps(problem(status, title, detail)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -39,15 +39,36 @@ class Permission(StrEnum):
     TOKENS_MANAGE = "tokens:manage"
     AUDIT_VIEW = "audit:view"
     METRICS_VIEW = "metrics:view"
+    DEVICES_VIEW = "devices:view"
+    DEVICES_MANAGE = "devices:manage"
+    DEVICES_COMMAND = "devices:command"
+    DEVICES_WIPE = "devices:wipe"
+    DEVICES_REPORT_LOST = "devices:report-lost"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
-    Role.HELPDESK: frozenset({Permission.STATUS_VIEW, Permission.TOKENS_OWN}),
-    Role.SECURITY: frozenset(
-        {Permission.STATUS_VIEW, Permission.TOKENS_OWN, Permission.METRICS_VIEW}
+    Role.HELPDESK: frozenset(
+        {
+            Permission.STATUS_VIEW,
+            Permission.TOKENS_OWN,
+            Permission.DEVICES_VIEW,
+            Permission.DEVICES_MANAGE,
+            Permission.DEVICES_COMMAND,
+            Permission.DEVICES_WIPE,
+            Permission.DEVICES_REPORT_LOST,
+        }
     ),
-    Role.DPO: frozenset({Permission.STATUS_VIEW, Permission.TOKENS_OWN}),
+    Role.SECURITY: frozenset(
+        {
+            Permission.STATUS_VIEW,
+            Permission.TOKENS_OWN,
+            Permission.METRICS_VIEW,
+            Permission.DEVICES_VIEW,
+            Permission.DEVICES_REPORT_LOST,
+        }
+    ),
+    Role.DPO: frozenset({Permission.STATUS_VIEW, Permission.TOKENS_OWN, Permission.DEVICES_VIEW}),
     Role.AUDITOR: frozenset(
         {
             Permission.STATUS_VIEW,
@@ -55,6 +76,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.USERS_VIEW,
             Permission.AUDIT_VIEW,
             Permission.METRICS_VIEW,
+            Permission.DEVICES_VIEW,
         }
     ),
 }

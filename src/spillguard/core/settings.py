@@ -63,6 +63,25 @@ class Settings(BaseSettings):
         description="Comma-separated addresses (or CIDR networks) of the reverse proxies whose "
         "X-Forwarded-* headers are honoured when trust_proxy_headers is on.",
     )
+    device_checkin_interval_seconds: int = Field(
+        default=900, ge=10, le=86400, description="How often devices are told to check in."
+    )
+    device_clock_skew_seconds: int = Field(
+        default=300, ge=0, le=3600, description="How far ahead of the server a device clock may be."
+    )
+    device_max_body_bytes: int = Field(
+        default=262_144, ge=4096, le=16 * 1024 * 1024, description="Device protocol body cap."
+    )
+    device_command_ttl_seconds: int = Field(
+        default=7 * 86400, ge=60, le=90 * 86400, description="Default lifetime of a command."
+    )
+    device_command_retention_days: float = Field(
+        default=30.0, gt=0, le=3650, description="Finished commands are deleted after this."
+    )
+    device_history_retention_days: float = Field(
+        default=365.0, gt=0, le=3650, description="Posture history and locations kept this long."
+    )
+    device_maintenance_interval_seconds: float = Field(default=300.0, gt=0)
     authz_backstop_strict: bool = Field(
         default=False,
         description="Turn a route that skipped its authorisation check into an error (tests).",

@@ -4,7 +4,7 @@ Per DESIGN.md this module owns enrollment, the device protocol, posture, complia
 policies and their evaluation, commands (lock, locate / lost mode, wipe, selective wipe,
 retire), the reference agent and the fleet simulator (story 1, the lost phone).
 
-What exists so far are the pure, database-free pieces (see docs/devices.md):
+The pure, database-free pieces (see docs/devices.md):
 
 - ``posture``: the posture a device reports at check-in, validated strictly;
 - ``policy``: the compliance policy and its rules, version comparison;
@@ -12,4 +12,8 @@ What exists so far are the pure, database-free pieces (see docs/devices.md):
   rule, and which consequences are due once their grace period has passed;
 - ``export``: the policy as an Apple configuration profile and as Android Management
   API policy JSON.
+
+The server side (docs/device-protocol.md): ``models``, ``services`` (inventory, groups,
+compliance re-evaluation), ``enrollment``, ``protocol``, ``commands`` (queue, report
+lost, the maintenance job), ``policies``, and the routes in ``api``.
 """

@@ -5,7 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-import spillguard.core.models  # noqa: F401  (registers the tables)
+# Imported for their side effect: registering each module's tables on Base.metadata.
+import spillguard.core.models
+import spillguard.devices.models  # noqa: F401
 from spillguard.core.db import Base
 
 target_metadata = Base.metadata

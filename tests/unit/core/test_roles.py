@@ -66,13 +66,15 @@ def test_who_reads_the_audit_trail(role: Role, may_read_audit: bool) -> None:
 
 
 A, H, S, D, U = Role.ADMIN, Role.HELPDESK, Role.SECURITY, Role.DPO, Role.AUDITOR
-# Rows: the owner's role; columns: the role a token would carry.
+# Rows: the owner's role; columns: the role a token would carry.  Only helpdesk (and
+# admin) enrol and command devices, and security reports them lost, so nobody else may
+# hold a helpdesk token, and an auditor may not hold a security one.
 DELEGATION = {
     A: {A: True, H: True, S: True, D: True, U: True},
     H: {A: False, H: True, S: False, D: True, U: False},
-    S: {A: False, H: True, S: True, D: True, U: False},
-    D: {A: False, H: True, S: False, D: True, U: False},
-    U: {A: False, H: True, S: True, D: True, U: True},
+    S: {A: False, H: False, S: True, D: True, U: False},
+    D: {A: False, H: False, S: False, D: True, U: False},
+    U: {A: False, H: False, S: False, D: True, U: True},
 }
 
 

@@ -1,0 +1,628 @@
+"""Devices REST API (``/api/v1/devices``, ``/device-groups``, ``/enrollments``,
+``/compliance-policies``) and the device protocol (``/api/device/v1``).
+
+Each route parses input, makes one service call and returns a schema.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from sqlalchemy.orm import Session
+
+from spillguard.core.deps import (
+    ApiPrincipal,
+    AppSettings,
+    DbSession,
+    IdPath,
+    Keys,
+    Paging,
+    anonymous,
+)
+from spillguard.core.schemas import Page
+from spillguard.devices.commands import CommandService
+from spillguard.devices.enrollment import (
+    EnrollmentService,
+    enroll_device,
+    enrollment_status,
+)
+from spillguard.devices.models import CommandStatus, CommandType, Device, DeviceState, Enrollment
+from spillguard.devices.policies import PolicyService
+from spillguard.devices.policy import CompliancePolicy
+from spillguard.devices.posture import Platform
+from spillguard.devices.protocol import ProtocolService, authenticate_device
+from spillguard.devices.schemas import (
+    CheckinRequest,
+    CheckinResponse,
+    CommandCreate,
+    CommandOut,
+    CommandPublic,
+    CommandQueued,
+    CommandResultIn,
+    CommandResultOut,
+    ComplianceChangePublic,
+    ComplianceOut,
+    DevicePublic,
+    DeviceUpdate,
+    EnrollmentCreate,
+    EnrollmentIssued,
+    EnrollmentPublic,
+    EnrollmentQr,
+    EnrollRequest,
+    EnrollResponse,
+    GroupCreate,
+    GroupPublic,
+    GroupUpdate,
+    LocationIn,
+    LocationPublic,
+    PolicyPublic,
+    QueueCleared,
+    ReportedLost,
+    ReportLost,
+)
+from spillguard.devices.services import (
+    NO_POLICY_NOTE,
+    DeviceFilter,
+    DeviceService,
+    GroupService,
+    effective_policy,
+)
+
+router = APIRouter(prefix="/api/v1")
+protocol = APIRouter(prefix="/api/device/v1", tags=["device protocol"])
+
+
+def device_public(session: Session, device: Device) -> DevicePublic:
+    record = effective_policy(session, device)
+    return DevicePublic(
+        id=device.id,
+        name=device.name,
+        platform=device.platform,
+        model=device.model,
+        serial=device.serial,
+        os_version=device.os_version,
+        owner_id=device.owner_id,
+        owner_email=device.owner.email,
+        group_id=device.group_id,
+        policy_id=device.policy_id,
+        effective_policy_id=record.id if record else None,
+        state=DeviceState(device.state),
+        enrolled_at=device.enrolled_at,
+        last_checkin_at=device.last_checkin_at,
+        compliant=device.compliant,
+        compliance_reasons=list(device.compliance_reasons or []),
+        compliance_note=NO_POLICY_NOTE if device.compliance_policy_id is None else None,
+        compliance_evaluated_at=device.compliance_evaluated_at,
+        lost_message=device.lost_message,
+        lost_phone=device.lost_phone,
+        lost_reported_at=device.lost_reported_at,
+        posture=device.posture,
+    )
+
+
+def enrollment_public(enrollment: Enrollment) -> dict[str, Any]:
+    from spillguard.core.db import utcnow
+
+    data = EnrollmentPublic.model_validate(
+        {
+            **{k: getattr(enrollment, k) for k in EnrollmentPublic.model_fields if k != "status"},
+            "status": enrollment_status(enrollment, utcnow()),
+        }
+    )
+    return data.model_dump()
+
+
+def policy_public(svc: PolicyService, record: Any) -> PolicyPublic:
+    groups, devices = svc.assignments(record.id)
+    return PolicyPublic(
+        id=record.id,
+        name=record.name,
+        rules=CompliancePolicy.model_validate(record.rules),
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        group_ids=groups,
+        device_ids=devices,
+    )
+
+
+# --- devices -----------------------------------------------------------------------------
+
+
+@router.get("/devices", response_model=Page[DevicePublic], tags=["devices"])
+def list_devices(
+    db: DbSession,
+    principal: ApiPrincipal,
+    paging: Paging,
+    state: DeviceState | None = None,
+    group_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    owner_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    platform: Platform | None = None,
+    compliant: bool | None = None,
+) -> Page[DevicePublic]:
+    flt = DeviceFilter(
+        state.value if state else None,
+        group_id,
+        owner_id,
+        platform.value if platform else None,
+        compliant,
+    )
+    rows, total = DeviceService(db, principal).listing(
+        flt, limit=paging.limit, offset=paging.offset
+    )
+    return Page(
+        items=[device_public(db, d) for d in rows],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+    )
+
+
+@router.get("/devices/{device_id}", response_model=DevicePublic, tags=["devices"])
+def get_device(device_id: IdPath, db: DbSession, principal: ApiPrincipal) -> DevicePublic:
+    return device_public(db, DeviceService(db, principal).get(device_id))
+
+
+@router.patch("/devices/{device_id}", response_model=DevicePublic, tags=["devices"])
+def update_device(
+    device_id: IdPath, body: DeviceUpdate, db: DbSession, principal: ApiPrincipal
+) -> DevicePublic:
+    device = DeviceService(db, principal).update(
+        device_id,
+        fields=set(body.model_fields_set),
+        name=body.name,
+        group_id=body.group_id,
+        policy_id=body.policy_id,
+    )
+    return device_public(db, device)
+
+
+@router.get(
+    "/devices/{device_id}/compliance-history",
+    response_model=Page[ComplianceChangePublic],
+    tags=["devices"],
+)
+def compliance_history(
+    device_id: IdPath, db: DbSession, principal: ApiPrincipal, paging: Paging
+) -> Page[ComplianceChangePublic]:
+    rows, total = DeviceService(db, principal).compliance_history(
+        device_id, limit=paging.limit, offset=paging.offset
+    )
+    return Page(
+        items=[ComplianceChangePublic.model_validate(r) for r in rows],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+    )
+
+
+@router.get("/devices/{device_id}/locations", response_model=Page[LocationPublic], tags=["devices"])
+def device_locations(
+    device_id: IdPath, db: DbSession, principal: ApiPrincipal, paging: Paging
+) -> Page[LocationPublic]:
+    rows, total = DeviceService(db, principal).locations(
+        device_id, limit=paging.limit, offset=paging.offset
+    )
+    return Page(
+        items=[LocationPublic.model_validate(r) for r in rows],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+    )
+
+
+@router.get("/devices/{device_id}/commands", response_model=Page[CommandPublic], tags=["devices"])
+def list_commands(
+    device_id: IdPath,
+    db: DbSession,
+    principal: ApiPrincipal,
+    settings: AppSettings,
+    paging: Paging,
+    status_: Annotated[
+        str | None,
+        Query(
+            alias="status",
+            pattern="^(pending|queued|sent|acknowledged|error|expired|cancelled)$",
+        ),
+    ] = None,
+) -> Page[CommandPublic]:
+    rows, total = CommandService(db, principal, settings).listing(
+        device_id, status=status_, limit=paging.limit, offset=paging.offset
+    )
+    return Page(
+        items=[CommandPublic.model_validate(c) for c in rows],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+    )
+
+
+@router.post(
+    "/devices/{device_id}/commands",
+    response_model=CommandQueued,
+    status_code=status.HTTP_201_CREATED,
+    tags=["devices"],
+    summary="Queue a command (an identical pending one is returned instead, with 200)",
+    responses={200: {"model": CommandQueued, "description": "Collapsed into a pending one"}},
+)
+def queue_command(
+    device_id: IdPath,
+    body: CommandCreate,
+    db: DbSession,
+    principal: ApiPrincipal,
+    settings: AppSettings,
+    response: Response,
+) -> CommandQueued:
+    queued = CommandService(db, principal, settings).queue(
+        device_id,
+        CommandType(body.type),
+        body.params,
+        confirm_name=body.confirm_name,
+        expires_in_seconds=body.expires_in_seconds,
+    )
+    if queued.collapsed:
+        response.status_code = status.HTTP_200_OK
+    return CommandQueued(
+        **CommandPublic.model_validate(queued.command).model_dump(), collapsed=queued.collapsed
+    )
+
+
+@router.delete(
+    "/devices/{device_id}/commands",
+    response_model=QueueCleared,
+    tags=["devices"],
+    summary="Clear the queue: cancel every pending command",
+)
+def clear_commands(
+    device_id: IdPath, db: DbSession, principal: ApiPrincipal, settings: AppSettings
+) -> QueueCleared:
+    return QueueCleared(cancelled=CommandService(db, principal, settings).clear(device_id))
+
+
+@router.delete(
+    "/devices/{device_id}/commands/{command_id}", response_model=CommandPublic, tags=["devices"]
+)
+def cancel_command(
+    device_id: IdPath,
+    command_id: IdPath,
+    db: DbSession,
+    principal: ApiPrincipal,
+    settings: AppSettings,
+) -> CommandPublic:
+    command = CommandService(db, principal, settings).cancel(device_id, command_id)
+    return CommandPublic.model_validate(command)
+
+
+@router.post(
+    "/devices/{device_id}/report-lost",
+    response_model=ReportedLost,
+    tags=["devices"],
+    summary="Lost mode, lock with a message, and locate, in one audited action",
+)
+def report_lost(
+    device_id: IdPath,
+    body: ReportLost,
+    db: DbSession,
+    principal: ApiPrincipal,
+    settings: AppSettings,
+) -> ReportedLost:
+    commands = CommandService(db, principal, settings).report_lost(
+        device_id, body.message, body.phone
+    )
+    device = DeviceService(db, principal).get(device_id)
+    return ReportedLost(
+        device=device_public(db, device),
+        commands=[CommandPublic.model_validate(c) for c in commands],
+    )
+
+
+# --- groups ------------------------------------------------------------------------------
+
+
+@router.get("/device-groups", response_model=Page[GroupPublic], tags=["device groups"])
+def list_groups(db: DbSession, principal: ApiPrincipal, paging: Paging) -> Page[GroupPublic]:
+    rows, total = GroupService(db, principal).listing(limit=paging.limit, offset=paging.offset)
+    return Page(
+        items=[GroupPublic.model_validate(g) for g in rows],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+    )
+
+
+@router.post(
+    "/device-groups",
+    response_model=GroupPublic,
+    status_code=status.HTTP_201_CREATED,
+    tags=["device groups"],
+)
+def create_group(body: GroupCreate, db: DbSession, principal: ApiPrincipal) -> GroupPublic:
+    group = GroupService(db, principal).create(body.name, body.description, body.policy_id)
+    return GroupPublic.model_validate(group)
+
+
+@router.get("/device-groups/{group_id}", response_model=GroupPublic, tags=["device groups"])
+def get_group(group_id: IdPath, db: DbSession, principal: ApiPrincipal) -> GroupPublic:
+    return GroupPublic.model_validate(GroupService(db, principal).get(group_id))
+
+
+@router.patch("/device-groups/{group_id}", response_model=GroupPublic, tags=["device groups"])
+def update_group(
+    group_id: IdPath, body: GroupUpdate, db: DbSession, principal: ApiPrincipal
+) -> GroupPublic:
+    group = GroupService(db, principal).update(
+        group_id,
+        fields=set(body.model_fields_set),
+        name=body.name,
+        description=body.description,
+        policy_id=body.policy_id,
+    )
+    return GroupPublic.model_validate(group)
+
+
+# --- enrollments -------------------------------------------------------------------------
+
+
+@router.get("/enrollments", response_model=Page[EnrollmentPublic], tags=["enrollments"])
+def list_enrollments(
+    db: DbSession, principal: ApiPrincipal, keys: Keys, paging: Paging
+) -> Page[EnrollmentPublic]:
+    rows, total = EnrollmentService(db, principal, keys).listing(
+        limit=paging.limit, offset=paging.offset
+    )
+    return Page(
+        items=[EnrollmentPublic(**enrollment_public(e)) for e in rows],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+    )
+
+
+@router.post(
+    "/enrollments",
+    response_model=EnrollmentIssued,
+    status_code=status.HTTP_201_CREATED,
+    tags=["enrollments"],
+    summary="Create an enrollment; its token and URL are in this response only",
+)
+def create_enrollment(
+    body: EnrollmentCreate,
+    db: DbSession,
+    principal: ApiPrincipal,
+    keys: Keys,
+    settings: AppSettings,
+) -> EnrollmentIssued:
+    issued = EnrollmentService(db, principal, keys).create(
+        user_id=body.user_id,
+        group_id=body.group_id,
+        uses_allowed=body.uses_allowed,
+        expires_in_hours=body.expires_in_hours,
+        base_url=settings.base_url,
+    )
+    return EnrollmentIssued(
+        **enrollment_public(issued.enrollment), token=issued.token, enrollment_url=issued.url
+    )
+
+
+@router.get("/enrollments/{enrollment_id}", response_model=EnrollmentPublic, tags=["enrollments"])
+def get_enrollment(
+    enrollment_id: IdPath, db: DbSession, principal: ApiPrincipal, keys: Keys
+) -> EnrollmentPublic:
+    return EnrollmentPublic(
+        **enrollment_public(EnrollmentService(db, principal, keys).get(enrollment_id))
+    )
+
+
+@router.delete(
+    "/enrollments/{enrollment_id}",
+    response_model=EnrollmentPublic,
+    tags=["enrollments"],
+    summary="Revoke an enrollment",
+)
+def revoke_enrollment(
+    enrollment_id: IdPath, db: DbSession, principal: ApiPrincipal, keys: Keys
+) -> EnrollmentPublic:
+    return EnrollmentPublic(
+        **enrollment_public(EnrollmentService(db, principal, keys).revoke(enrollment_id))
+    )
+
+
+@router.post(
+    "/enrollments/{enrollment_id}/qr",
+    response_class=Response,
+    tags=["enrollments"],
+    summary="The enrollment URL as a QR code (SVG); send the enrollment's token",
+    responses={200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}}}},
+)
+def enrollment_qr(
+    enrollment_id: IdPath,
+    body: EnrollmentQr,
+    db: DbSession,
+    principal: ApiPrincipal,
+    keys: Keys,
+    settings: AppSettings,
+) -> Response:
+    svg = EnrollmentService(db, principal, keys).qr_svg(
+        enrollment_id, body.token, settings.base_url
+    )
+    return Response(svg, media_type="image/svg+xml")
+
+
+# --- compliance policies -----------------------------------------------------------------
+
+
+@router.get("/compliance-policies", response_model=Page[PolicyPublic], tags=["compliance policies"])
+def list_policies(db: DbSession, principal: ApiPrincipal, paging: Paging) -> Page[PolicyPublic]:
+    svc = PolicyService(db, principal)
+    rows, total = svc.listing(limit=paging.limit, offset=paging.offset)
+    return Page(
+        items=[policy_public(svc, r) for r in rows],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+    )
+
+
+@router.post(
+    "/compliance-policies",
+    response_model=PolicyPublic,
+    status_code=status.HTTP_201_CREATED,
+    tags=["compliance policies"],
+)
+def create_policy(body: CompliancePolicy, db: DbSession, principal: ApiPrincipal) -> PolicyPublic:
+    svc = PolicyService(db, principal)
+    return policy_public(svc, svc.create(body))
+
+
+@router.get(
+    "/compliance-policies/{policy_id}", response_model=PolicyPublic, tags=["compliance policies"]
+)
+def get_policy(policy_id: IdPath, db: DbSession, principal: ApiPrincipal) -> PolicyPublic:
+    svc = PolicyService(db, principal)
+    return policy_public(svc, svc.get(policy_id))
+
+
+@router.put(
+    "/compliance-policies/{policy_id}",
+    response_model=PolicyPublic,
+    tags=["compliance policies"],
+    summary="Replace a policy's rules; every device it applies to is re-evaluated",
+)
+def replace_policy(
+    policy_id: IdPath, body: CompliancePolicy, db: DbSession, principal: ApiPrincipal
+) -> PolicyPublic:
+    svc = PolicyService(db, principal)
+    return policy_public(svc, svc.replace(policy_id, body))
+
+
+@router.delete(
+    "/compliance-policies/{policy_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["compliance policies"],
+)
+def delete_policy(policy_id: IdPath, db: DbSession, principal: ApiPrincipal) -> None:
+    PolicyService(db, principal).delete(policy_id)
+
+
+def _export(db: Session, principal: Any, policy_id: int, fmt: str) -> Response:
+    export = PolicyService(db, principal).export(policy_id, fmt)
+    return Response(
+        export.content,
+        media_type=export.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{export.filename}"'},
+    )
+
+
+@router.get(
+    "/compliance-policies/{policy_id}/export.mobileconfig",
+    response_class=Response,
+    tags=["compliance policies"],
+    summary="The policy as an Apple configuration profile (unsigned)",
+    responses={
+        200: {"content": {"application/x-apple-aspen-config": {"schema": {"type": "string"}}}}
+    },
+)
+def export_apple(policy_id: IdPath, db: DbSession, principal: ApiPrincipal) -> Response:
+    return _export(db, principal, policy_id, "apple")
+
+
+@router.get(
+    "/compliance-policies/{policy_id}/export.android.json",
+    response_class=Response,
+    tags=["compliance policies"],
+    summary="The policy as Android Management API policy JSON",
+    responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
+)
+def export_android(policy_id: IdPath, db: DbSession, principal: ApiPrincipal) -> Response:
+    return _export(db, principal, policy_id, "android")
+
+
+# --- device protocol ---------------------------------------------------------------------
+
+
+def current_device(request: Request, db: DbSession, keys: Keys) -> Device:
+    """The device behind ``Authorization: Device <id>.<credential>``; refused before the
+    request's input is validated."""
+    return authenticate_device(db, keys, request.headers.get("authorization"), anonymous(request))
+
+
+AuthDevice = Annotated[Device, Depends(current_device)]
+
+
+@protocol.post(
+    "/enroll",
+    response_model=EnrollResponse,
+    status_code=status.HTTP_201_CREATED,
+    summary="Exchange an enrollment token for a device id and credential",
+)
+def enroll(
+    body: EnrollRequest, request: Request, db: DbSession, keys: Keys, settings: AppSettings
+) -> EnrollResponse:
+    enrolled = enroll_device(db, keys, anonymous(request), body.token, body.device)
+    return EnrollResponse(
+        device_id=enrolled.device.id,
+        credential=enrolled.credential,
+        checkin_interval_seconds=settings.device_checkin_interval_seconds,
+        server_time=enrolled.device.enrolled_at,
+    )
+
+
+@protocol.post(
+    "/checkin", response_model=CheckinResponse, summary="Report posture, receive commands"
+)
+def checkin(
+    device: AuthDevice,
+    body: CheckinRequest,
+    request: Request,
+    db: DbSession,
+    settings: AppSettings,
+) -> CheckinResponse:
+    svc = ProtocolService(db, device, anonymous(request), settings)
+    commands = svc.checkin(body)
+    return CheckinResponse(
+        device_id=device.id,
+        state=DeviceState(device.state),
+        server_time=device.last_checkin_at or device.enrolled_at,
+        next_checkin_seconds=settings.device_checkin_interval_seconds,
+        compliance=ComplianceOut(
+            compliant=bool(device.compliant), reasons=list(device.compliance_reasons)
+        ),
+        commands=[
+            CommandOut(id=c.id, type=CommandType(c.type), params=c.params, expires_at=c.expires_at)
+            for c in commands
+        ],
+    )
+
+
+@protocol.post(
+    "/commands/{command_id}/result",
+    response_model=CommandResultOut,
+    summary="Report one command's result",
+)
+def command_result(
+    device: AuthDevice,
+    command_id: IdPath,
+    body: CommandResultIn,
+    request: Request,
+    db: DbSession,
+    settings: AppSettings,
+) -> CommandResultOut:
+    command = ProtocolService(db, device, anonymous(request), settings).apply_result(
+        command_id, body
+    )
+    return CommandResultOut(
+        id=command.id, type=CommandType(command.type), status=CommandStatus(command.status)
+    )
+
+
+@protocol.post(
+    "/location",
+    response_model=LocationPublic,
+    status_code=status.HTTP_201_CREATED,
+    summary="Report the location (accepted only in lost mode)",
+)
+def report_location(
+    device: AuthDevice, body: LocationIn, request: Request, db: DbSession, settings: AppSettings
+) -> LocationPublic:
+    row = ProtocolService(db, device, anonymous(request), settings).store_location(body)
+    return LocationPublic.model_validate(row)
