@@ -36,6 +36,7 @@ from spillguard.inspection.engine import (
     ScanStatus,
 )
 from spillguard.inspection.masking import mask
+from spillguard.inspection.scan import scan
 
 __all__ = [
     "BackendUnavailable",
@@ -50,4 +51,5 @@ __all__ = [
     "ScanStatus",
     "build_detectors",
     "mask",
+    "scan",
 ]
