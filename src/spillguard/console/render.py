@@ -35,6 +35,7 @@ class NavEntry:
 # Modules add their entries here as they land; absent modules have no entry at all.
 NAVIGATION: list[NavEntry] = [
     NavEntry("Home", "/", Permission.STATUS_VIEW),
+    NavEntry("Devices", "/devices", Permission.DEVICES_VIEW),
     NavEntry("Users", "/users", Permission.USERS_VIEW),
     NavEntry("API tokens", "/tokens", Permission.TOKENS_OWN),
     NavEntry("Audit events", "/audit", Permission.AUDIT_VIEW),

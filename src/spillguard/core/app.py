@@ -199,10 +199,12 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
 
     from spillguard.core import api, ops, views
     from spillguard.devices import api as devices_api
+    from spillguard.devices import views as devices_views
 
     app.include_router(ops.router, responses=PROBLEM_RESPONSES)
     app.include_router(api.router, responses=PROBLEM_RESPONSES)
     app.include_router(views.router)
+    app.include_router(devices_views.router)
     app.include_router(devices_api.router, responses=PROBLEM_RESPONSES)
     app.include_router(devices_api.protocol, responses=PROBLEM_RESPONSES)
     return app

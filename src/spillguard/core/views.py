@@ -202,7 +202,14 @@ def home(
     request: Request, db: DbSession, settings: AppSettings, principal: ConsolePrincipal
 ) -> Response:
     status = StatusService(db, remember(request, principal), settings).status()
-    return render(request, "core/home.html", {"status": status}, principal=principal)
+    fleet = None
+    if principal.can(Permission.DEVICES_VIEW):
+        from spillguard.devices.fleet import FleetService
+
+        fleet = FleetService(db, principal, settings).overview()
+    return render(
+        request, "core/home.html", {"status": status, "overview": fleet}, principal=principal
+    )
 
 
 # Users ---------------------------------------------------------------------------------
