@@ -228,7 +228,15 @@ class HyperscanBackend:
                 continue
             regex = self._regexes[index]
             position = 0
-            for low, high in _merge(spans):
+            for low, high, alone in _merge(spans):
+                if alone:
+                    # One (start, longest end) pair that overlaps nothing else of this
+                    # pattern: the leftmost-longest match there is that pair itself.
+                    found.append((index, low, high))
+                    position = high
+                    if len(found) > limit:
+                        raise TooManyCandidates
+                    continue
                 cursor = max(position, low)
                 while cursor < high:
                     match = regex.search(data, cursor, high)
@@ -253,16 +261,16 @@ class _Progress:
         self.stop: type[Exception] | None = None
 
 
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Overlapping or touching spans merged, in order."""
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int, bool]]:
+    """Overlapping or touching spans merged, in order, each with whether it was alone
+    (one span, merged with nothing)."""
     spans.sort()
-    merged: list[tuple[int, int]] = []
+    merged: list[tuple[int, int, bool]] = []
     for start, end in spans:
         if merged and start <= merged[-1][1]:
-            if end > merged[-1][1]:
-                merged[-1] = (merged[-1][0], end)
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]), False)
         else:
-            merged.append((start, end))
+            merged.append((start, end, True))
     return merged
 
 

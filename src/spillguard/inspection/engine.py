@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Literal
 
 import structlog
@@ -53,7 +54,9 @@ __all__ = [
     "PatternError",
     "ScanResult",
     "ScanStatus",
+    "TableText",
     "fold_text",
+    "table_text",
 ]
 
 log = structlog.get_logger(__name__)
@@ -61,6 +64,7 @@ log = structlog.get_logger(__name__)
 BackendChoice = Literal["auto", "hyperscan", "re2"]
 
 DEFAULT_TIMEOUT = 30.0
+MAX_HEADER_LABEL = 40
 DEFAULT_MAX_CANDIDATES = 2_000_000
 _CHECK_EVERY = 512
 
@@ -122,13 +126,15 @@ class ScanStatus(StrEnum):
     UNINSPECTED = "uninspected"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Finding:
     """One validated identifier in the text: what, where, how sure, and masked.
 
     ``value`` is the normalised plaintext (E.164 phone, compact IBAN…), kept in memory
     only for exact data match.  Never log it, store it or return it to a client; use
-    :attr:`masked` or :meth:`public`.
+    :attr:`masked` or :meth:`public`.  The masked form is computed when first asked
+    for: a dense export holds thousands of findings that are counted and matched but
+    never shown, and masking a phone number costs a libphonenumber format.
     """
 
     entity: str
@@ -136,9 +142,21 @@ class Finding:
     start: int
     end: int
     confidence: float
-    masked: str
     context: bool
-    value: str = field(repr=False)
+    value: str
+    region: str = field(default="GB", compare=False)
+
+    @cached_property
+    def masked(self) -> str:
+        """The value masked for display (``07700 9•••21``), computed once on first use."""
+        return mask(self.value, self.entity, region=self.region)
+
+    def __repr__(self) -> str:
+        return (
+            f"Finding(entity={self.entity!r}, detector={self.detector!r}, start={self.start}, "
+            f"end={self.end}, confidence={self.confidence}, masked={self.masked!r}, "
+            f"context={self.context})"
+        )
 
     def public(self) -> dict[str, Any]:
         """The finding as a plain mapping, without the plaintext value."""
@@ -324,10 +342,75 @@ class InspectionEngine:
             start=start,
             end=end,
             confidence=confidence,
-            masked=mask(value, detector.entity, region=self.region),
             context=context,
             value=value,
+            region=self.region,
         )
+
+
+@dataclass
+class TableText:
+    """A table laid out for one engine pass, and the way back from offsets to cells.
+
+    Each row is one line, its cells joined by tabs, and when the first row looks like a
+    header every later cell is preceded by ``"Header: "``: a ``NHS No``, ``DOB`` or
+    ``Sort code`` column header is then context for every cell below it, not only for
+    the first rows within reach of the header line.
+    """
+
+    text: str
+    starts: tuple[int, ...]
+    cells: tuple[tuple[int, int, int], ...]  # row, cell, length (0-based)
+
+    def locate(self, offset: int) -> tuple[int, int, int, int] | None:
+        """``(row, cell, offset in cell, cell length)`` of a text offset; ``None``
+        inside a header label or a separator."""
+        at = bisect.bisect_right(self.starts, offset) - 1
+        if at < 0:
+            return None
+        row, cell, length = self.cells[at]
+        inside = offset - self.starts[at]
+        if inside >= max(length, 1):
+            return None
+        return row, cell, inside, length
+
+
+def table_text(rows: Sequence[Sequence[str]]) -> TableText:
+    """``rows`` as one text for :meth:`InspectionEngine.scan_text`; see :class:`TableText`."""
+    labels = header_labels(rows)
+    pieces: list[str] = []
+    starts: list[int] = []
+    cells: list[tuple[int, int, int]] = []
+    position = 0
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            if c:
+                pieces.append("\t")
+                position += 1
+            if labels is not None and r > 0 and c < len(labels) and labels[c]:
+                pieces.append(labels[c])
+                position += len(labels[c])
+            starts.append(position)
+            cells.append((r, c, len(cell)))
+            pieces.append(cell)
+            position += len(cell)
+        pieces.append("\n")
+        position += 1
+    return TableText("".join(pieces), tuple(starts), tuple(cells))
+
+
+def header_labels(rows: Sequence[Sequence[str]]) -> list[str] | None:
+    """``"Header: "`` per column when the first row looks like a header (no digits, no
+    ``@``, short cells, at least one non-empty), else ``None``."""
+    if len(rows) < 2 or not rows[0]:
+        return None
+    header = rows[0]
+    if not any(cell.strip() for cell in header):
+        return None
+    for cell in header:
+        if len(cell) > MAX_HEADER_LABEL or "@" in cell or any(ch.isdigit() for ch in cell):
+            return None
+    return [f"{cell.strip()}: " if cell.strip() else "" for cell in header]
 
 
 def _char_offsets(data: bytes, offsets: Iterable[int]) -> dict[int, int]:

@@ -13,7 +13,6 @@ stays bounded by the files in flight, not by the number of files.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import io
 import multiprocessing
@@ -33,7 +32,7 @@ from spillguard.inspection.classify import (
     classify,
 )
 from spillguard.inspection.detectors import DetectorSettings
-from spillguard.inspection.engine import Finding, InspectionEngine
+from spillguard.inspection.engine import Finding, InspectionEngine, table_text
 from spillguard.inspection.extract import (
     ExtractedPart,
     ExtractLimits,
@@ -50,7 +49,6 @@ __all__ = ["iter_files", "scan", "scan_paths", "scan_paths_dask"]
 log = structlog.get_logger(__name__)
 
 _HASH_CHUNK = 1024 * 1024
-_MAX_HEADER_LABEL = 40
 
 _ENGINES: dict[str, InspectionEngine] = {}
 
@@ -183,39 +181,16 @@ def _scan_table(
     by tabs and each cell preceded by its column header (so a ``date_of_birth`` or
     ``sort_code`` header is context for every row); findings mapped back to cells."""
     rows = part.rows or []
-    labels = _header_labels(rows)
-    pieces: list[str] = []
-    starts: list[int] = []
-    cells: list[tuple[int, int, int]] = []  # row, cell, length
-    position = 0
-    for r, row in enumerate(rows):
-        for c, cell in enumerate(row):
-            if c:
-                pieces.append("\t")
-                position += 1
-            if labels is not None and r > 0 and c < len(labels) and labels[c]:
-                pieces.append(labels[c])
-                position += len(labels[c])
-            starts.append(position)
-            cells.append((r, c, len(cell)))
-            pieces.append(cell)
-            position += len(cell)
-        pieces.append("\n")
-        position += 1
-    text = "".join(pieces)
-    pieces.clear()
-    result = engine.scan_text(text)
-    del text
+    table = table_text(rows)
+    result = engine.scan_text(table.text)
+    table.text = ""  # the layout can be large; only its offsets are needed below
     if not result.inspected:
         return f"uninspected: {result.reason}"
     for finding in result.findings:
-        at = bisect.bisect_right(starts, finding.start) - 1
-        if at < 0:
+        where = table.locate(finding.start)
+        if where is None:  # inside a header label or a separator
             continue
-        r, c, length = cells[at]
-        offset = finding.start - starts[at]
-        if offset >= max(length, 1):  # inside a header label or a separator
-            continue
+        r, c, offset, length = where
         location = FindingLocation(
             part.path,
             start=offset,
@@ -232,20 +207,6 @@ def _scan_table(
         records.extend(matched.records)
         primary_only.extend(matched.primary_only)
     return None
-
-
-def _header_labels(rows: list[list[str]]) -> list[str] | None:
-    """``"Header: "`` per column when the first row looks like a header (no digits, no
-    ``@``, short cells, at least one non-empty), else ``None``."""
-    if len(rows) < 2 or not rows[0]:
-        return None
-    header = rows[0]
-    if not any(cell.strip() for cell in header):
-        return None
-    for cell in header:
-        if len(cell) > _MAX_HEADER_LABEL or "@" in cell or any(ch.isdigit() for ch in cell):
-            return None
-    return [f"{cell.strip()}: " if cell.strip() else "" for cell in header]
 
 
 # --- hashing ------------------------------------------------------------------------

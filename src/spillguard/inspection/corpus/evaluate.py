@@ -15,14 +15,65 @@ from spillguard.inspection.corpus.score import (
     score_edm,
     score_spans,
 )
-from spillguard.inspection.engine import InspectionEngine
+from spillguard.inspection.engine import Finding, InspectionEngine, TableText, table_text
 
-__all__ = ["build_index", "evaluate_edm", "evaluate_engine", "predict"]
+__all__ = [
+    "build_index",
+    "evaluate_edm",
+    "evaluate_engine",
+    "predict",
+    "predict_document",
+    "predict_table",
+    "table_spans",
+]
 
 
 def predict(engine: InspectionEngine, text: str) -> list[Span]:
     """The engine's findings as spans.  An uninspected text predicts nothing."""
     return [Span(f.entity, f.start, f.end) for f in engine.scan_text(text).findings]
+
+
+def predict_table(engine: InspectionEngine, text: str, rows: Sequence[Sequence[str]]) -> list[Span]:
+    """Findings in a table scanned as :func:`spillguard.inspection.scan` scans one (each
+    cell after its column header), as spans of ``text``, the table as written.
+
+    ``rows`` must be the cells of ``text`` in order.  A finding that spans cells (sort
+    code and account number) runs from its first cell to its last.
+    """
+    table = table_text(rows)
+    return table_spans(text, rows, table, engine.scan_text(table.text).findings)
+
+
+def table_spans(
+    text: str, rows: Sequence[Sequence[str]], table: TableText, findings: Iterable[Finding]
+) -> list[Span]:
+    """``findings`` in ``table`` (the layout of ``rows``) as spans of ``text``."""
+    cell_at: dict[tuple[int, int], int] = {}
+    position = 0
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            found = text.find(cell, position)
+            if found < 0:
+                raise ValueError(f"row {r + 1} cell {c + 1} is not in the text")
+            cell_at[r, c] = found
+            position = found + len(cell)
+    spans = []
+    for finding in findings:
+        first = table.locate(finding.start)
+        last = table.locate(finding.end - 1)
+        if first is None or last is None:
+            continue
+        start = cell_at[first[0], first[1]] + first[2]
+        end = cell_at[last[0], last[1]] + last[2] + 1
+        spans.append(Span(finding.entity, start, end))
+    return spans
+
+
+def predict_document(engine: InspectionEngine, document: Document) -> list[Span]:
+    """Findings in ``document``: tables through the table path, other text as is."""
+    if document.rows:
+        return predict_table(engine, document.text, document.rows)
+    return predict(engine, document.text)
 
 
 def evaluate_engine(
@@ -32,7 +83,7 @@ def evaluate_engine(
     entities: Iterable[str] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
 ) -> dict[str, EntityScore]:
-    pairs = [(doc.spans, predict(engine, doc.text)) for doc in documents]
+    pairs = [(doc.spans, predict_document(engine, doc)) for doc in documents]
     return score_spans(pairs, entities=entities, threshold=threshold)
 
 

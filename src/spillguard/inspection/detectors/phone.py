@@ -11,6 +11,9 @@ and demonstrations are written with them.
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
+
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, PhoneNumberFormat
 
@@ -73,13 +76,58 @@ def is_drama_number(number: PhoneNumber) -> bool:
     return number.country_code == 44 and len(national) == 10 and national[:7] in _DRAMA_PREFIXES
 
 
+_NUMBER_TYPES = (
+    "fixed_line",
+    "mobile",
+    "toll_free",
+    "premium_rate",
+    "shared_cost",
+    "personal_number",
+    "voip",
+    "pager",
+    "uan",
+    "voicemail",
+)
+_JUNK = str.maketrans("", "", " -()")
+
+
+@lru_cache(maxsize=8)
+def numbering_plan(country_code: int) -> dict[int, re.Pattern[str]]:
+    """Every region sharing ``country_code`` (+44: GB, GG, JE, IM): one regex per length.
+
+    A national number matching it is what libphonenumber's ``is_valid_number`` calls
+    valid (a region's general description, one of its number types, a possible length),
+    for a few microseconds instead of the 50-200 µs of ``parse`` plus validation.
+    """
+    by_length: dict[int, list[str]] = {}
+    for region in phonenumbers.region_codes_for_country_code(country_code):
+        metadata = PhoneMetadata.metadata_for_region(region)
+        if metadata is None or metadata.general_desc is None:
+            continue
+        general = metadata.general_desc
+        for name in _NUMBER_TYPES:
+            desc = getattr(metadata, name)
+            if desc is None or not desc.national_number_pattern:
+                continue
+            both = f"(?=(?:{general.national_number_pattern})$)(?:{desc.national_number_pattern})"
+            for length in desc.possible_length or general.possible_length or ():
+                by_length.setdefault(length, []).append(both)
+    return {length: re.compile("|".join(rules)) for length, rules in by_length.items()}
+
+
 def phone_detector(
-    region: str = "GB", *, require_trunk_prefix: bool = True, accept_drama_numbers: bool = True
+    region: str = "GB",
+    *,
+    require_trunk_prefix: bool = True,
+    accept_drama_numbers: bool = True,
+    fast_path: bool = True,
 ) -> Detector:
     """The phone-number detector for ``region`` (an ISO 3166 code such as ``GB``).
 
     Set ``require_trunk_prefix`` to ``False`` for regions whose numbers are written
-    without one (``(415) 555-0100``).
+    without one (``(415) 555-0100``).  ``fast_path`` (region GB only) reads common UK
+    shapes against the numbering plan before falling back to libphonenumber; turning it
+    off gives the same answers, slower.
     """
     region = region.upper()
     metadata = PhoneMetadata.metadata_for_region(region)
@@ -104,11 +152,47 @@ def phone_detector(
             return True
         return bool(phonenumbers.is_valid_number(number))
 
+    plan = numbering_plan(44) if fast_path and region == "GB" else None
+
+    def fast(text: str) -> str | None:
+        """E.164 of a UK number in a common shape, ``""`` when it is not valid, or
+        ``None`` when this path cannot tell.
+
+        ``+44…``, ``0044…`` (an optional ``(0)`` after the code) and ``0…`` followed by
+        a national number are what libphonenumber would parse to that national number,
+        so its validity is decided by the numbering plan of +44 (every region sharing
+        it, as ``is_valid_number``) plus the drama ranges; anything else goes the slow
+        way.  A unit test compares the two paths on random numbers of every shape.
+        """
+        if plan is None:
+            return None
+        compact = text.replace("(0)", "").translate(_JUNK)
+        if compact.startswith("+44"):
+            national = compact[3:]
+        elif compact.startswith("0044"):
+            national = compact[4:]
+        elif compact.startswith("0") and not compact.startswith("00"):
+            national = compact[1:]
+        else:
+            return None
+        # "0…" and "180020…" are national prefixes libphonenumber may strip again.
+        if not national.isdigit() or national.startswith(("0", "180020")):
+            return None
+        if accept_drama_numbers and len(national) == 10 and national[:7] in _DRAMA_PREFIXES:
+            return "+44" + national
+        rule = plan.get(len(national))
+        if rule is not None and rule.fullmatch(national) is not None:
+            return "+44" + national
+        return ""
+
     def validate(candidate: str) -> str | None:
         text = candidate.strip()
         international = text.startswith(("+", "00"))
         if need_trunk and not international and not text.lstrip("(").startswith(trunk):
             return None
+        quick = fast(text)
+        if quick is not None:
+            return quick or None
         try:
             number = phonenumbers.parse(text, region)
         except NumberParseException:
