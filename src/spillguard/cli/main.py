@@ -6,6 +6,7 @@ import typer
 
 from spillguard import __version__
 from spillguard.cli import agent, db, scan, serve, simulate, tokens, users
+from spillguard.cli.customers import app as customers_app
 
 app = typer.Typer(
     help="Spillguard: keep customer data from leaking through phones.",
@@ -17,6 +18,7 @@ app.command("serve")(serve.serve)
 app.add_typer(db.app, name="db")
 app.add_typer(users.app, name="users")
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(customers_app, name="customers")
 app.add_typer(agent.app, name="agent")
 app.command("simulate")(simulate.simulate)
 app.command("scan")(scan.scan)

@@ -37,6 +37,8 @@ class KeyPurpose(StrEnum):
     THROTTLE_KEY_DIGEST = "spillguard/v1/throttle-key-digest"
     DEVICE_CREDENTIAL_DIGEST = "spillguard/v1/device-credential-digest"
     ENROLLMENT_TOKEN_DIGEST = "spillguard/v1/enrollment-token-digest"
+    CUSTOMER_CONTACT_KEY_WRAP = "spillguard/v1/customer-contact-key-wrap"
+    CUSTOMER_ROW_DIGEST = "spillguard/v1/customer-row-digest"
 
 
 @dataclass(frozen=True)

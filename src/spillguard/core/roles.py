@@ -44,6 +44,9 @@ class Permission(StrEnum):
     DEVICES_COMMAND = "devices:command"
     DEVICES_WIPE = "devices:wipe"
     DEVICES_REPORT_LOST = "devices:report-lost"
+    CUSTOMERS_VIEW = "customers:view"
+    CUSTOMERS_IMPORT = "customers:import"
+    CUSTOMERS_CONTACT_REVEAL = "customers:contact-reveal"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -66,9 +69,19 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.METRICS_VIEW,
             Permission.DEVICES_VIEW,
             Permission.DEVICES_REPORT_LOST,
+            Permission.CUSTOMERS_VIEW,
         }
     ),
-    Role.DPO: frozenset({Permission.STATUS_VIEW, Permission.TOKENS_OWN, Permission.DEVICES_VIEW}),
+    Role.DPO: frozenset(
+        {
+            Permission.STATUS_VIEW,
+            Permission.TOKENS_OWN,
+            Permission.DEVICES_VIEW,
+            Permission.CUSTOMERS_VIEW,
+            Permission.CUSTOMERS_IMPORT,
+            Permission.CUSTOMERS_CONTACT_REVEAL,
+        }
+    ),
     Role.AUDITOR: frozenset(
         {
             Permission.STATUS_VIEW,
@@ -77,6 +90,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.AUDIT_VIEW,
             Permission.METRICS_VIEW,
             Permission.DEVICES_VIEW,
+            Permission.CUSTOMERS_VIEW,
         }
     ),
 }

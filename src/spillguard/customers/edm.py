@@ -18,9 +18,9 @@ in the same row of a table.  A primary value alone is reported separately as
 primary-only, never as a record match.  Results name customers by their id and say
 which kinds matched, never the values.
 
-The index is pure data over plain Python arrays: no database, no plaintext.  Storing
-and re-importing it (with added/changed/removed counts) is the customer directory's
-job, not built yet (docs/customers.md).
+The index is pure data over plain Python arrays: no database, no plaintext.  The
+customer directory (``customers.services``) stores the digests :meth:`EdmIndexBuilder.hash_values`
+gives and rebuilds an index from them with :meth:`EdmIndexBuilder.add_hashed`.
 """
 
 from __future__ import annotations
@@ -202,21 +202,25 @@ class EdmIndexBuilder:
 
     def add(self, customer_id: str, values: Mapping[FieldKind, str | Iterable[str]]) -> None:
         """Add one customer; ``values`` maps kinds to raw values as found in the list."""
-        customer_id = customer_id.strip()
-        if not customer_id:
-            raise InvalidInput("a customer row has an empty id")
-        if customer_id in self._seen:
-            raise InvalidInput(f"customer id {customer_id!r} appears more than once")
-        self._seen.add(customer_id)
-        number = len(self._ids)
-        if number >= 2**32:
-            raise InvalidInput("more than 4,294,967,295 customers")
-        self._ids.append(customer_id)
+        hashed = self.hash_values(values)
+        self.add_hashed(
+            customer_id,
+            {d for k, d in hashed if k in PRIMARY},
+            {d for k, d in hashed if k not in PRIMARY},
+        )
+
+    def hash_values(
+        self, values: Mapping[FieldKind, str | Iterable[str]]
+    ) -> set[tuple[FieldKind, int]]:
+        """The (kind, digest) pairs one customer's raw values give; invalid ones are counted.
+
+        This is what the customer directory stores (``customers.models.CustomerFieldHash``)
+        and what :meth:`add_hashed` takes back when the index is rebuilt from it.
+        """
         stats = self.stats
         digest = self._hash
         normalisers = self._normalisers
-        primaries: set[int] = set()
-        supporting: set[int] = set()
+        pairs: set[tuple[FieldKind, int]] = set()
         names: dict[FieldKind, str] = {}
         for kind, raw in values.items():
             items = (raw,) if isinstance(raw, str) else raw
@@ -231,15 +235,34 @@ class EdmIndexBuilder:
                     stats.invalid[kind.value] = stats.invalid.get(kind.value, 0) + 1
                     continue
                 if kind in PRIMARY:
-                    primaries.add(digest(kind, value))
+                    pairs.add((kind, digest(kind, value)))
                     continue
                 if kind in (FieldKind.FIRST_NAME, FieldKind.LAST_NAME):
                     names.setdefault(kind, value)
                 for pair_kind, pair_value in hash_inputs(kind, value):
-                    supporting.add(digest(pair_kind, pair_value))
+                    pairs.add((pair_kind, digest(pair_kind, pair_value)))
         if len(names) == 2:  # first and last name columns also make a full name
             full = f"{names[FieldKind.FIRST_NAME]} {names[FieldKind.LAST_NAME]}"
-            supporting.add(digest(FieldKind.NAME, full))
+            pairs.add((FieldKind.NAME, digest(FieldKind.NAME, full)))
+        return pairs
+
+    def add_hashed(
+        self, customer_id: str, primaries: Iterable[int], supporting: Iterable[int]
+    ) -> None:
+        """Add one customer from digests already computed (by :meth:`hash_values`)."""
+        customer_id = customer_id.strip()
+        if not customer_id:
+            raise InvalidInput("a customer row has an empty id")
+        if customer_id in self._seen:
+            raise InvalidInput(f"customer id {customer_id!r} appears more than once")
+        self._seen.add(customer_id)
+        number = len(self._ids)
+        if number >= 2**32:
+            raise InvalidInput("more than 4,294,967,295 customers")
+        self._ids.append(customer_id)
+        primaries = set(primaries)
+        supporting = set(supporting)
+        stats = self.stats
         stats.customers += 1
         if not primaries:
             stats.without_primary += 1

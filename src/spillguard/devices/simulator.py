@@ -21,6 +21,7 @@ by kind (``status slug`` or exception class) and never retried, so they show.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
 import random
 import time
@@ -326,5 +327,14 @@ class FleetSimulator:
 
 
 def run_simulation(config: SimulationConfig, progress: Progress | None = None) -> SimulationStats:
-    """Run a simulation to the end (blocking) and return what it measured."""
-    return asyncio.run(FleetSimulator(config, progress).run())
+    """Run a simulation to the end (blocking) and return what it measured.
+
+    Called from a thread that already runs an event loop (a notebook, or a test process
+    where Playwright's sync API owns the main thread's loop), it runs in a fresh thread.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(FleetSimulator(config, progress).run())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(FleetSimulator(config, progress).run())).result()

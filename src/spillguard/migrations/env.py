@@ -7,6 +7,7 @@ from sqlalchemy import create_engine
 
 # Imported for their side effect: registering each module's tables on Base.metadata.
 import spillguard.core.models
+import spillguard.customers.models
 import spillguard.devices.models  # noqa: F401
 from spillguard.core.db import Base
 

@@ -69,12 +69,13 @@ A, H, S, D, U = Role.ADMIN, Role.HELPDESK, Role.SECURITY, Role.DPO, Role.AUDITOR
 # Rows: the owner's role; columns: the role a token would carry.  Only helpdesk (and
 # admin) enrol and command devices, and security reports them lost, so nobody else may
 # hold a helpdesk token, and an auditor may not hold a security one.
+# Only admin and dpo may hold a dpo token: it imports customers and reveals contacts.
 DELEGATION = {
     A: {A: True, H: True, S: True, D: True, U: True},
-    H: {A: False, H: True, S: False, D: True, U: False},
-    S: {A: False, H: False, S: True, D: True, U: False},
+    H: {A: False, H: True, S: False, D: False, U: False},
+    S: {A: False, H: False, S: True, D: False, U: False},
     D: {A: False, H: False, S: False, D: True, U: False},
-    U: {A: False, H: False, S: False, D: True, U: True},
+    U: {A: False, H: False, S: False, D: False, U: True},
 }
 
 
