@@ -145,9 +145,9 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     engine = dbmod.make_engine(settings.resolved_database_url)
     session_factory = dbmod.make_session_factory(engine)
     registry = CollectorRegistry()
-    from spillguard.devices.commands import maintenance_job
+    from spillguard.devices.commands import consequences_job, maintenance_job
 
-    jobs = [housekeeping_job(settings), maintenance_job(settings)]
+    jobs = [housekeeping_job(settings), maintenance_job(settings), consequences_job(settings)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

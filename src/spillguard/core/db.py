@@ -76,8 +76,19 @@ def affected(result: object) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+# Sync routes and their unit of work run in AnyIO's thread pool (40 threads by default). If
+# the connection pool were smaller, every connection could be held by a request waiting for a
+# thread while every thread waits for a connection: a deadlock under load. So the pool may
+# grow past the thread pool; idle connections above POOL_SIZE are closed again.
+POOL_SIZE = 5
+POOL_MAX_OVERFLOW = 45
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the settings each backend needs (SQLite: WAL, foreign keys, waits)."""
+    if ":memory:" not in url and url not in {"sqlite://", "sqlite+pysqlite://"}:
+        kwargs.setdefault("pool_size", POOL_SIZE)
+        kwargs.setdefault("max_overflow", POOL_MAX_OVERFLOW)
     if url.startswith("sqlite"):
         engine = create_engine(
             url,

@@ -22,6 +22,7 @@ from spillguard.core.deps import (
 )
 from spillguard.core.schemas import Page
 from spillguard.devices.commands import CommandService
+from spillguard.devices.consequences import blocked_device_ids
 from spillguard.devices.enrollment import (
     EnrollmentService,
     enroll_device,
@@ -73,8 +74,13 @@ router = APIRouter(prefix="/api/v1")
 protocol = APIRouter(prefix="/api/device/v1", tags=["device protocol"])
 
 
-def device_public(session: Session, device: Device) -> DevicePublic:
+def device_public(
+    session: Session, device: Device, *, blocked: set[int] | None = None
+) -> DevicePublic:
+    """``blocked``: the ids blocked for corporate data, when the caller looked them up in bulk."""
     record = effective_policy(session, device)
+    if blocked is None:
+        blocked = blocked_device_ids(session, [device.id])
     return DevicePublic(
         id=device.id,
         name=device.name,
@@ -94,6 +100,7 @@ def device_public(session: Session, device: Device) -> DevicePublic:
         compliance_reasons=list(device.compliance_reasons or []),
         compliance_note=NO_POLICY_NOTE if device.compliance_policy_id is None else None,
         compliance_evaluated_at=device.compliance_evaluated_at,
+        blocked_for_corporate_data=device.id in blocked,
         lost_message=device.lost_message,
         lost_phone=device.lost_phone,
         lost_reported_at=device.lost_reported_at,
@@ -150,8 +157,9 @@ def list_devices(
     rows, total = DeviceService(db, principal).listing(
         flt, limit=paging.limit, offset=paging.offset
     )
+    blocked = blocked_device_ids(db, [d.id for d in rows])
     return Page(
-        items=[device_public(db, d) for d in rows],
+        items=[device_public(db, d, blocked=blocked) for d in rows],
         total=total,
         limit=paging.limit,
         offset=paging.offset,
@@ -559,6 +567,11 @@ def enroll(
     body: EnrollRequest, request: Request, db: DbSession, keys: Keys, settings: AppSettings
 ) -> EnrollResponse:
     enrolled = enroll_device(db, keys, anonymous(request), body.token, body.device)
+    # Commit here, in this worker thread: the enrollment's row stays locked until the commit,
+    # and the dependency's own commit needs another threadpool slot, which a burst of
+    # devices enrolling with one N-use token (all waiting on that lock) would hold every one
+    # of: the server deadlocked at ~50 concurrent enrollments before this.
+    db.commit()
     return EnrollResponse(
         device_id=enrolled.device.id,
         credential=enrolled.credential,

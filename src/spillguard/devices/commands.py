@@ -17,6 +17,7 @@ from spillguard.core.errors import Conflict, InvalidInput, NotFound
 from spillguard.core.jobs import Job
 from spillguard.core.roles import Permission, Principal
 from spillguard.core.settings import Settings
+from spillguard.devices.consequences import consequences_job as consequences_job
 from spillguard.devices.models import (
     FINISHED_STATUSES,
     PENDING_STATUSES,

@@ -242,6 +242,10 @@ class DevicePublic(BaseModel):
     compliance_reasons: list[str]
     compliance_note: str | None
     compliance_evaluated_at: datetime | None
+    blocked_for_corporate_data: bool = Field(
+        default=False,
+        description="Blocked from corporate data by a non-compliance consequence",
+    )
     lost_message: str | None
     lost_phone: str | None
     lost_reported_at: datetime | None

@@ -285,7 +285,11 @@ class DeviceService:
     ) -> tuple[list[ComplianceChange], int]:
         self.principal.require(Permission.DEVICES_VIEW)
         self._get(device_id)
-        base = select(ComplianceChange).where(ComplianceChange.device_id == device_id)
+        # The consequences job keeps its per-device state in a row of its own cause
+        # (devices/consequences.py); it is not a change of verdict, so not history.
+        base = select(ComplianceChange).where(
+            ComplianceChange.device_id == device_id, ComplianceChange.cause != "consequences"
+        )
         total = self.session.scalar(select(func.count()).select_from(base.subquery())) or 0
         rows = self.session.scalars(
             base.order_by(ComplianceChange.id.desc()).limit(limit).offset(offset)

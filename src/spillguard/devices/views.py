@@ -26,6 +26,7 @@ from spillguard.core.roles import Permission, Principal
 from spillguard.core.settings import Settings
 from spillguard.core.views import Csrf, remember
 from spillguard.devices.commands import CommandService
+from spillguard.devices.consequences import is_blocked_for_corporate_data
 from spillguard.devices.enrollment import EnrollmentService, enrollment_status
 from spillguard.devices.fleet import FleetFilter, FleetService
 from spillguard.devices.models import PENDING_STATUSES, CommandType, DeviceState
@@ -171,6 +172,7 @@ def _device_context(
         "pending": sum(1 for c in commands if c.status in PENDING_STATUSES),
         "location": locations[0] if locations else None,
         "history": history,
+        "blocked": is_blocked_for_corporate_data(db, device.id),
         "labels": COMMAND_LABELS,
         "managed": managed,
         "lost": device.state == DeviceState.LOST.value,

@@ -1,0 +1,275 @@
+"""Device check-ins against a real `spillguard serve`, on SQLite and PostgreSQL.
+
+For each database it starts ``spillguard serve`` as a subprocess (the way
+tests/functional/live.py does), creates an administrator and an API token with the CLI,
+then over the admin API a compliance policy, a device group using it and an enrollment
+with N uses.  The fleet simulator (``devices.simulator.run_simulation``) enrols N
+simulated phones and checks them in every ``N / rate`` seconds (so about ``rate``
+check-ins per second) for ``--duration`` seconds.  It reports sustained check-ins/s,
+latency p50/p95/p99, errors, and the size of the command table before and after.
+
+Then "report lost" to lock: ``--lost-trials`` more phones check in every 30 s (each at its
+own phase); once each has checked in, every one is reported lost through the admin API
+and the time until the phone acknowledges the lock is measured.
+
+PostgreSQL runs in a throwaway database on the server of ``--postgres-url`` (created
+and dropped here).  Server and simulator share the machine: the load average is printed.
+
+    .venv/bin/python benchmarks/checkins.py [--devices 10000] [--rate 1000]
+        [--duration 60] [--workers 1] [--databases sqlite,postgresql] [--lost-trials 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from sqlalchemy import create_engine, func, select
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.functional.live import (  # noqa: E402
+    LiveServer,
+    run_spillguard,
+    spillguard_env,
+    throwaway_postgres_database,
+)
+
+from spillguard.devices.agent.backends.base import Command  # noqa: E402
+from spillguard.devices.agent.backends.simulated import (  # noqa: E402
+    apply_command,
+    initial_state,
+    simulated_posture,
+)
+from spillguard.devices.agent.client import AsyncDeviceClient  # noqa: E402
+from spillguard.devices.models import Command as CommandRow  # noqa: E402
+from spillguard.devices.simulator import SimulationConfig, run_simulation  # noqa: E402
+
+POLICY = {
+    "name": "Benchmark phones",
+    "min_passcode_type": "pin",
+    "min_passcode_length": 6,
+    "encryption_required": True,
+    "block_rooted": True,
+    "agent_required": True,
+    "max_checkin_age_seconds": 3600,
+}
+LOST_INTERVAL = 30.0
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+@contextmanager
+def database(kind: str, postgres_url: str, home: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{home / 'bench.db'}"
+    else:
+        with throwaway_postgres_database(postgres_url, prefix="spillguard_bench") as url:
+            yield url
+
+
+def command_counts(url: str) -> dict[str, int]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(CommandRow.status, func.count()).group_by(CommandRow.status)
+            ).all()
+    finally:
+        engine.dispose()
+    return {status: count for status, count in rows}
+
+
+def setup(server: LiveServer, env: dict[str, str], devices: int) -> tuple[str, str, str]:
+    """Admin, token, policy, group and enrollments; returns (api token, fleet token, lost token)."""
+    email = "bench-admin@example.co.uk"
+    made = run_spillguard(
+        ["users", "create", email, "--role", "admin", "--password-stdin"],
+        env,
+        input="correct horse battery staple 42\n",
+    )
+    assert made.returncode == 0, made.stderr
+    issued = run_spillguard(["tokens", "create", "--user", email, "--name", "bench"], env)
+    assert issued.returncode == 0, issued.stderr
+    token = next(w for w in issued.stdout.split() if w.startswith("sg"))
+    api = httpx2.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
+    me = api.get("/api/v1/me").json()
+    policy = api.post("/api/v1/compliance-policies", json=POLICY)
+    assert policy.status_code == 201, policy.text
+    group = api.post(
+        "/api/v1/device-groups",
+        json={"name": "Benchmark", "description": None, "policy_id": policy.json()["id"]},
+    )
+    assert group.status_code == 201, group.text
+    tokens = []
+    for uses in (devices, 100):
+        enrollment = api.post(
+            "/api/v1/enrollments",
+            json={"user_id": me["user_id"], "group_id": group.json()["id"], "uses_allowed": uses},
+        )
+        assert enrollment.status_code == 201, enrollment.text
+        tokens.append(enrollment.json()["token"])
+    return token, tokens[0], tokens[1]
+
+
+async def lost_to_lock(
+    server_url: str, api_token: str, enroll_token: str, trials: int
+) -> list[float]:
+    """Seconds from "report lost" (admin API) to the lock's acknowledgement, per phone."""
+    rng = random.Random(7)
+    async with httpx2.AsyncClient(timeout=30) as http:
+        client = AsyncDeviceClient(http, f"{server_url}/api/device/v1", rng=rng)
+        admin = {"Authorization": f"Bearer {api_token}"}
+        phones: list[dict[str, Any]] = []
+        for i in range(trials):
+            state = initial_state("compliant")
+            enrolled = await client.enroll(
+                enroll_token,
+                {"name": f"lost-{i}", "platform": state["posture"]["platform"]},
+            )
+            phones.append({"id": enrolled.device_id, "cred": enrolled.credential, "state": state})
+        reported: dict[int, float] = {}
+        acked: dict[int, float] = {}
+        first_checkin = asyncio.Event()
+        seen: set[int] = set()
+
+        async def phone(p: dict[str, Any]) -> None:
+            await asyncio.sleep(rng.uniform(0, LOST_INTERVAL))
+            device_id: int = p["id"]
+            while device_id not in acked:
+                answer = await client.checkin(p["id"], p["cred"], simulated_posture(p["state"]))
+                seen.add(p["id"])
+                if len(seen) == len(phones):
+                    first_checkin.set()
+                for raw in answer.get("commands", []):
+                    command = Command.from_json(raw)
+                    result = apply_command(p["state"], command).to_json()
+                    if answer.get("state") != "lost":
+                        result.pop("location", None)
+                    await client.report_result(p["id"], p["cred"], command.id, result)
+                    if command.type == "lock" and device_id in reported:
+                        acked[device_id] = time.monotonic()
+                if device_id not in acked:
+                    await asyncio.sleep(LOST_INTERVAL)
+
+        tasks = [asyncio.create_task(phone(p)) for p in phones]
+        await first_checkin.wait()
+        await asyncio.sleep(rng.uniform(0, LOST_INTERVAL))
+        for p in phones:
+            reported[p["id"]] = time.monotonic()
+            response = await http.post(
+                f"{server_url}/api/v1/devices/{p['id']}/report-lost",
+                json={"message": "Lost: please call IT", "phone": "+44 20 7946 0000"},
+                headers=admin,
+            )
+            assert response.status_code in (200, 201), response.text
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=4 * LOST_INTERVAL)
+        return [acked[p["id"]] - reported[p["id"]] for p in phones]
+
+
+def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="spillguard-bench-") as tmp:
+        home = Path(tmp)
+        with database(kind, args.postgres_url, home) as url:
+            env = spillguard_env(home, url, log_level="WARNING")
+            server_args = ["--workers", str(args.workers)] if args.workers > 1 else []
+            with LiveServer(env, args=server_args, ready_timeout=120) as server:
+                api_token, fleet_token, lost_token = setup(server, env, args.devices)
+                interval = args.devices / args.rate
+                print(f"[{kind}] load before: {load()}", flush=True)
+                before = command_counts(url)
+                started = time.monotonic()
+                stats = run_simulation(
+                    SimulationConfig(
+                        server=server.url,
+                        enrollment_token=fleet_token,
+                        devices=args.devices,
+                        interval=interval,
+                        duration=args.duration,
+                        concurrency=args.concurrency,
+                        seed=1,
+                    )
+                )
+                wall = time.monotonic() - started
+                after = command_counts(url)
+                load_after = load()
+                try:
+                    lost = asyncio.run(
+                        lost_to_lock(server.url, api_token, lost_token, args.lost_trials)
+                    )
+                except Exception:
+                    print(server.stderr_text()[-5000:], file=sys.stderr)
+                    raise
+                errors_in_log = server.stderr_text().count('"level": "error"')
+        result = {
+            "database": kind,
+            "workers": args.workers,
+            "devices": args.devices,
+            "enrolled": stats.enrolled,
+            "interval_s": round(interval, 2),
+            "duration_s": args.duration,
+            "setup_and_run_wall_s": round(wall, 1),
+            **{k: v for k, v in stats.as_dict().items() if k not in ("devices", "enrolled")},
+            "commands_before": before,
+            "commands_after": after,
+            "load_after": load_after,
+            "lost_to_lock_s": [round(x, 1) for x in lost],
+            "lost_to_lock_mean_s": round(statistics.fmean(lost), 1),
+            "lost_to_lock_max_s": round(max(lost), 1),
+            "server_error_log_lines": errors_in_log,
+        }
+        print(json.dumps(result, indent=2, default=str), flush=True)
+        return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=1000.0, help="target check-ins per second")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of check-ins")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument("--concurrency", type=int, default=200, help="simulator connections")
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--lost-trials", type=int, default=5)
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "SPILLGUARD_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    args = parser.parse_args()
+    print(
+        f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()},"
+        f" load average {load()}",
+        flush=True,
+    )
+    for kind in args.databases.split(","):
+        bench(kind.strip(), args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
