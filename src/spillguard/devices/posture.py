@@ -86,7 +86,8 @@ class PasscodeType(StrEnum):
 _PASSCODE_ORDER: Final = tuple(PasscodeType)
 
 
-def _no_control_characters(value: str) -> str:
+def no_control_characters(value: str) -> str:
+    """Refuse control characters in a single-line label (validator for pydantic fields)."""
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
         raise ValueError("must not contain control characters")
     return value
@@ -97,19 +98,19 @@ Label = Annotated[
     str,
     Field(strict=True),
     StringConstraints(strip_whitespace=True, min_length=1, max_length=128),
-    AfterValidator(_no_control_characters),
+    AfterValidator(no_control_characters),
 ]
 
 VersionText = Annotated[
     str,
     Field(strict=True),
     StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
-    AfterValidator(_no_control_characters),
+    AfterValidator(no_control_characters),
 ]
 
 
 def _plain_file_name(value: str) -> str:
-    _no_control_characters(value)
+    no_control_characters(value)
     if "/" in value:
         raise ValueError("must be a file name, not a path (no '/')")
     if value in {".", ".."}:

@@ -18,38 +18,37 @@ from pydantic import (
 from spillguard.core.deps import MAX_ID
 from spillguard.devices.models import CommandStatus, CommandType, DeviceState
 from spillguard.devices.policy import CompliancePolicy
-from spillguard.devices.posture import Label, Platform, Posture, VersionText
-
-
-def _no_control_characters(value: str) -> str:
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise ValueError("must not contain control characters")
-    return value
-
+from spillguard.devices.posture import (
+    Label,
+    Platform,
+    Posture,
+    VersionText,
+    no_control_characters,
+)
 
 Name = Annotated[
     str,
     Field(strict=True),
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_no_control_characters),
+    AfterValidator(no_control_characters),
 ]
 Message = Annotated[
     str,
     Field(strict=True),
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_no_control_characters),
+    AfterValidator(no_control_characters),
 ]
 Phone = Annotated[
     str,
     Field(strict=True),
     StringConstraints(strip_whitespace=True, min_length=1, max_length=32),
-    AfterValidator(_no_control_characters),
+    AfterValidator(no_control_characters),
 ]
 Reason = Annotated[
     str,
     Field(strict=True),
     StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
-    AfterValidator(_no_control_characters),
+    AfterValidator(no_control_characters),
 ]
 
 Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
