@@ -9,18 +9,15 @@ tests.
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from tests.factories.users import DEFAULT_PASSWORD
+from tests.functional.agent_server import serve_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -50,32 +47,10 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def live_server(app: FastAPI) -> Iterator[LiveServer]:
-    """The test's app (see tests/conftest.py) served over real HTTP in a background thread.
-
-    The socket is bound before the server starts, so there is no race for a free port.
-    Lifespan is off because the ``app`` fixture owns the engine (it empties the tables and
-    disposes the engine after the test); with the scheduler disabled the lifespan would do
-    nothing else.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            pytest.fail("the live server did not start within 10 seconds")
-        time.sleep(0.01)
-    try:
-        yield LiveServer(f"http://127.0.0.1:{port}", app)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    """The test's app (see tests/conftest.py) served over real HTTP in a background thread
+    (tests/functional/agent_server.py)."""
+    with serve_in_thread(app) as url:
+        yield LiveServer(url, app)
 
 
 @pytest.fixture
@@ -100,6 +75,16 @@ def log_in(page, email: str, password: str = DEFAULT_PASSWORD) -> None:
     page.get_by_label("E-mail address").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
+
+
+def wait_for_htmx(page) -> None:
+    """Wait until the page's deferred scripts ran and htmx has wired up the page.
+
+    A locator can match while the document is still loading; a change or click made in that
+    moment reaches a plain form instead of htmx (CI saw exactly that once, on a loaded
+    machine). htmx initialises itself when the document is complete.
+    """
+    page.wait_for_function("() => document.readyState === 'complete' && window.htmx !== undefined")
 
 
 def expect_path(page, path: str) -> None:

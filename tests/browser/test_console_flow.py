@@ -16,7 +16,7 @@ from spillguard.core.keys import KeyRing
 from spillguard.core.roles import Principal
 from spillguard.core.sessions import LoginService
 from spillguard.core.settings import Settings
-from tests.browser.conftest import LiveServer, expect_path, log_in
+from tests.browser.conftest import LiveServer, expect_path, log_in, wait_for_htmx
 from tests.factories.users import UserFactory
 
 fake = Faker("en_GB")
@@ -124,6 +124,7 @@ def test_audit_outcome_filter_swaps_rows_without_reloading(page, users: UserFact
     page.get_by_role("link", name="Audit events").click()
     rows = page.get_by_test_id("audit-row")
     expect(rows.filter(has_text="core:login:succeeded")).to_have_count(1)
+    wait_for_htmx(page)
     page.evaluate("window.__sgNoReload = true")  # lost if the whole page reloads
 
     page.get_by_label("Outcome").select_option("failure")

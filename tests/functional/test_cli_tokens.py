@@ -13,11 +13,11 @@ from faker import Faker
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from spillguard.core.db import make_engine, make_session_factory, transaction, utcnow
+from spillguard.core.db import transaction, utcnow
 from spillguard.core.models import ApiToken
 from spillguard.core.roles import Principal, Role
 from spillguard.core.users import UserService
-from tests.conftest import TEST_MASTER_KEY, empty_all_tables
+from tests.conftest import TEST_MASTER_KEY
 from tests.functional.live import LiveServer, one_line_error, run_spillguard, spillguard_env
 
 fake = Faker("en_GB")
@@ -34,20 +34,6 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield server.start()
     finally:
         server.close()
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = make_engine(database_url)
-    empty_all_tables(eng)
-    yield eng
-    empty_all_tables(eng)
-    eng.dispose()
-
-
-@pytest.fixture
-def factory(engine: Engine) -> sessionmaker[Session]:
-    return make_session_factory(engine)
 
 
 @pytest.fixture
@@ -171,6 +157,12 @@ def test_a_malformed_argument_is_a_usage_error_not_a_traceback(tmp_path: Path) -
 
     result = run_spillguard(["tokens", "revoke", "seven"], env)
 
-    assert result.returncode == 2
-    assert "Invalid value for 'token_id'" in result.stderr
-    assert "Traceback" not in result.stderr
+    message = one_line_error(result, code=2)
+    assert "Invalid value for 'token_id'" in message
+    assert "(see `spillguard tokens revoke --help`)" in message
+    assert "╭" not in result.stderr + result.stdout  # no Rich box around a usage error
+
+    assert "No such command 'nope'" in one_line_error(run_spillguard(["nope"], env), code=2)
+    assert "No such option: --colour" in one_line_error(
+        run_spillguard(["users", "list", "--colour"], env), code=2
+    )

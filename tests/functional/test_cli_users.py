@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from faker import Faker
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from spillguard.core.db import make_engine, make_session_factory, transaction
+from spillguard.core.db import make_engine, transaction
 from spillguard.core.errors import AuthenticationRequired
 from spillguard.core.keys import KeyRing
 from spillguard.core.models import AuditEvent, User
@@ -19,29 +18,10 @@ from spillguard.core.sessions import InvalidCredentials, LoginService
 from spillguard.core.settings import Settings
 from spillguard.core.tokens import TokenService
 from spillguard.core.users import UserService
-from tests.conftest import TEST_MASTER_KEY, empty_all_tables
+from tests.conftest import TEST_MASTER_KEY
 from tests.functional.live import one_line_error, run_spillguard, spillguard_env
 
 fake = Faker("en_GB")
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = make_engine(database_url)
-    empty_all_tables(eng)
-    yield eng
-    empty_all_tables(eng)
-    eng.dispose()
-
-
-@pytest.fixture
-def factory(engine: Engine) -> sessionmaker[Session]:
-    return make_session_factory(engine)
-
-
-@pytest.fixture
-def env(settings: Settings, database_url: str, engine: Engine) -> dict[str, str]:
-    return spillguard_env(settings.home, database_url, master_key=TEST_MASTER_KEY)
 
 
 def an_email() -> str:

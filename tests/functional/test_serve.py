@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from faker import Faker
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import BACKENDS, PG_ENV, TEST_MASTER_KEY
 from tests.functional.live import (
@@ -183,3 +184,45 @@ def test_bad_settings_are_one_line(tmp_path: Path, settings: dict[str, str], exp
     result = run_spillguard(["serve"], env)
 
     assert expected in one_line_error(result)
+
+
+# Several workers ---------------------------------------------------------------------------
+
+
+def healthz_count(text: str) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "spillguard_http_requests_total" and (
+                sample.labels.get("route") == "/healthz"
+            ):
+                total += sample.value
+    return total
+
+
+def test_metrics_add_up_every_worker(tmp_path: Path, fresh_database_url: str) -> None:
+    """With --workers 2 a scrape reaches one worker but reports the requests of both."""
+    home = tmp_path / "home"
+    env = spillguard_env(home, fresh_database_url, master_key=TEST_MASTER_KEY)
+    email = fake.email(domain="example.co.uk")
+    made = run_spillguard(
+        ["users", "create", email, "--role", "auditor", "--password-stdin"],
+        env,
+        input=fake.password(length=16) + "\n",
+    )
+    assert made.returncode == 0, made.stderr
+    token = run_spillguard(["tokens", "create", "--user", email], env).stdout.strip()
+    assert token.startswith("sgt_")
+
+    with LiveServer(env, args=["--workers", "2"]) as server:
+        for _ in range(40):  # a new connection each time, so both workers get some
+            with httpx2.Client(base_url=server.url, timeout=10) as fresh:
+                assert fresh.get("/healthz").status_code == 200
+        samples = sorted((home / "run" / "metrics").glob("counter_*.db"))
+        assert len(samples) == 2, samples  # one file per worker process: both served
+        for _ in range(6):  # every scrape, whichever worker answers, sees all 40
+            with httpx2.Client(base_url=server.url, timeout=10) as scraper:
+                scrape = scraper.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+            assert scrape.status_code == 200, scrape.text
+            assert healthz_count(scrape.text) == 40
+            assert scrape.text.count('spillguard_build_info{version="') == 1

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Literal, ParamSpec, TypeVar, overload
 
 import typer
 from rich.console import Console
@@ -100,14 +100,38 @@ def upgrade_and_audit(engine: Engine) -> tuple[str | None, str | None]:
     return before, after
 
 
-def open_context(settings: Settings | None = None, *, upgrade_empty: bool = True) -> Context:
-    """Settings, keys and a database at the current schema (an empty one is migrated)."""
+@overload
+def open_context(
+    settings: Settings | None = None,
+    *,
+    upgrade_empty: bool = True,
+    missing_ok: Literal[False] = ...,
+) -> Context: ...
+
+
+@overload
+def open_context(
+    settings: Settings | None = None, *, upgrade_empty: bool = True, missing_ok: Literal[True]
+) -> Context | None: ...
+
+
+def open_context(
+    settings: Settings | None = None, *, upgrade_empty: bool = True, missing_ok: bool = False
+) -> Context | None:
+    """Settings, keys and a database at the current schema (an empty one is migrated).
+
+    With `missing_ok`, a database that was never migrated gives None instead of being
+    migrated (for commands that only read, such as `scan`).
+    """
     settings = settings or load_settings()
     dbmod.check_sqlite_location(settings.resolved_database_url)
     keys = load_or_create_key_ring(settings)
     engine = dbmod.make_engine(settings.resolved_database_url)
     current = dbmod.current_revision(engine)
     head = dbmod.migration_head()
+    if current is None and missing_ok:
+        engine.dispose()
+        return None
     if current is None and upgrade_empty:
         upgrade_and_audit(engine)
     elif current != head:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -31,6 +32,15 @@ def check_can_listen(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as exc:
             raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
+def fresh_metrics_directory(home: Path) -> Path:
+    """An empty directory for the workers' Prometheus samples (left over ones removed)."""
+    path = home / "run" / "metrics"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return path
 
 
 @one_line_errors
@@ -85,6 +95,7 @@ def serve(
         # Worker processes build their own app from the environment.
         for key, value in overrides.items():
             os.environ[f"SPILLGUARD_{key.upper()}"] = str(value)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(fresh_metrics_directory(settings.home))
         uvicorn.run(
             "spillguard.core.app:create_app_from_environment",
             factory=True,

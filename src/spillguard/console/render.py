@@ -36,10 +36,26 @@ class NavEntry:
 NAVIGATION: list[NavEntry] = [
     NavEntry("Home", "/", Permission.STATUS_VIEW),
     NavEntry("Devices", "/devices", Permission.DEVICES_VIEW),
+    NavEntry("Inspect", "/inspections", Permission.INSPECTIONS_RUN),
+    NavEntry("Customers", "/customers", Permission.CUSTOMERS_VIEW),
     NavEntry("Users", "/users", Permission.USERS_VIEW),
     NavEntry("API tokens", "/tokens", Permission.TOKENS_OWN),
     NavEntry("Audit events", "/audit", Permission.AUDIT_VIEW),
 ]
+
+
+
+@dataclass(frozen=True)
+class HomePanel:
+    """A section a domain adds to the console's home page: its template and its data.
+
+    Domains register a function ``(session, principal, settings) -> HomePanel | None``
+    in ``app.state.home_panels`` (see ``core.app``); None means "nothing to show to this
+    principal", so the core home page needs no knowledge of any domain.
+    """
+
+    template: str
+    data: Any
 
 
 @lru_cache(maxsize=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ log = structlog.get_logger("spillguard.app")
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 PROBLEM_JSON = "application/problem+json"
+UPLOAD_ENVELOPE_BYTES = 1024 * 1024  # multipart headers and small form fields
 
 
 def _wants_html(request: Request) -> bool:
@@ -145,9 +147,15 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     engine = dbmod.make_engine(settings.resolved_database_url)
     session_factory = dbmod.make_session_factory(engine)
     registry = CollectorRegistry()
+    from spillguard.audit.log import sequencer_job
     from spillguard.devices.commands import consequences_job, maintenance_job
 
-    jobs = [housekeeping_job(settings), maintenance_job(settings), consequences_job(settings)]
+    jobs = [
+        housekeeping_job(settings),
+        maintenance_job(settings),
+        consequences_job(settings),
+        sequencer_job(settings, keys),
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -181,7 +189,16 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     app.state.session_factory = session_factory
     app.state.registry = registry
     app.state.jobs = jobs
-    Gauge("spillguard_build_info", "Version of this server", ["version"], registry=registry).labels(
+    # Under `serve --workers N` every worker writes its samples to PROMETHEUS_MULTIPROC_DIR
+    # (set by `serve` before the workers start) and /metrics adds them up across workers.
+    app.state.metrics_multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    Gauge(
+        "spillguard_build_info",
+        "Version of this server",
+        ["version"],
+        registry=registry,
+        multiprocess_mode="max",
+    ).labels(
         __version__
     ).set(1)
 
@@ -190,6 +207,17 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     app.add_middleware(
         BodySizeLimit, prefix="/api/device/", max_bytes=settings.device_max_body_bytes
     )
+    # Uploads: the cap plus room for the multipart envelope; services check the file itself.
+    app.add_middleware(
+        BodySizeLimit,
+        prefix=("/api/v1/inspections", "/inspections"),
+        max_bytes=settings.inspection_max_upload_bytes + UPLOAD_ENVELOPE_BYTES,
+    )
+    app.add_middleware(
+        BodySizeLimit,
+        prefix=("/api/v1/customers/imports", "/customers/imports"),
+        max_bytes=settings.customers_import_max_upload_bytes + UPLOAD_ENVELOPE_BYTES,
+    )
     app.add_middleware(
         RequestMiddleware,
         metrics=HttpMetrics(registry),
@@ -197,16 +225,28 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     )
     app.mount("/static", StaticFiles(directory=CONSOLE_DIR / "static"), name="static")
 
+    from spillguard.audit import api as audit_api
     from spillguard.core import api, ops, views
+    from spillguard.customers import api as customers_api
+    from spillguard.customers import views as customers_views
     from spillguard.devices import api as devices_api
     from spillguard.devices import views as devices_views
+    from spillguard.inspection import api as inspection_api
+    from spillguard.inspection import views as inspection_views
 
+    # The device protocol first: it takes most of the requests, and routes match in order.
+    app.include_router(devices_api.protocol, responses=PROBLEM_RESPONSES)
     app.include_router(ops.router, responses=PROBLEM_RESPONSES)
     app.include_router(api.router, responses=PROBLEM_RESPONSES)
     app.include_router(views.router)
     app.include_router(devices_views.router)
+    app.state.home_panels = [devices_views.home_panel]
     app.include_router(devices_api.router, responses=PROBLEM_RESPONSES)
-    app.include_router(devices_api.protocol, responses=PROBLEM_RESPONSES)
+    app.include_router(inspection_views.router)
+    app.include_router(inspection_api.router, responses=PROBLEM_RESPONSES)
+    app.include_router(customers_views.router)
+    app.include_router(customers_api.router, responses=PROBLEM_RESPONSES)
+    app.include_router(audit_api.router, responses=PROBLEM_RESPONSES)
     return app
 
 

@@ -6,6 +6,7 @@ import time.  Services flush; the request (or CLI command) commits or rolls back
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,8 +18,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event, insert, text
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -105,10 +106,42 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
+        _ping_idle_connections(engine)
         return engine
     # hide_parameters: a database error logged by the server must not carry the values
     # (e-mail addresses, digests, later customer data) that were bound to the statement.
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+    engine = create_engine(url, hide_parameters=True, **kwargs)
+    _ping_idle_connections(engine)
+    return engine
+
+
+# A pooled connection that sat idle this long is pinged before use (a server restart or an
+# idle timeout may have closed it).  A busy server reuses connections within milliseconds, so
+# pinging each checkout (pool_pre_ping) would add a round trip to every request for nothing;
+# a connection that breaks while in use is invalidated by SQLAlchemy's disconnect handling.
+PING_IDLE_SECONDS = 10.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_IDLE_SECONDS:
+            return
+        try:
+            cursor = dbapi_conn.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+            dbapi_conn.rollback()
+        except Exception as exc:
+            # The pool discards this connection and checks out (or opens) another one.
+            raise DisconnectionError("idle connection is gone") from exc
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -193,3 +226,22 @@ def check_sqlite_location(url: str) -> None:
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"data directory {path.parent} is not writable: {exc.strerror}") from exc
+
+
+def insert_rows(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows fast: COPY on PostgreSQL (psycopg's executemany sends one statement
+    per row), executemany on SQLite (fast there). Every row has the same keys."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), rows)
+        return
+    names = list(rows[0])
+    columns = ", ".join(f'"{n}"' for n in names)
+    driver = conn.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("no DBAPI connection to COPY into")
+    statement = f'COPY "{table.name}" ({columns}) FROM STDIN'
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([row[n] for n in names])

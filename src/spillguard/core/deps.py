@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
 import structlog
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from spillguard.core.errors import AuthenticationRequired, DomainError
 from spillguard.core.keys import KeyRing
@@ -21,24 +23,54 @@ SESSION_COOKIE = "sg_session"
 CSRF_COOKIE = "sg_csrf"
 
 
-def get_settings(request: Request) -> Settings:
+# The small dependencies are coroutines: a plain function would cost a thread-pool hop each.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_keys(request: Request) -> KeyRing:
+async def get_keys(request: Request) -> KeyRing:
     return request.app.state.keys  # type: ignore[no-any-return]
 
 
-def get_db(request: Request) -> Iterator[Session]:
+async def get_db(request: Request) -> AsyncIterator[Session]:
     """The request's unit of work: commit on success, roll back on error.
 
     A domain error that says ``keep_changes`` (a failed login, a throttled attempt) still
     commits, so the failure is counted and audited.
+
+    Opening a session does no I/O, so it happens on the event loop; committing or rolling
+    back does, so it runs in the thread pool, unless the handler committed already (the
+    device protocol's routes do, in their own thread) and there is nothing left to do.
     """
     session: Session = request.app.state.session_factory()
     try:
         yield session
-        session.commit()
+        if session.in_transaction():
+            await run_in_threadpool(session.commit)
+    except DomainError as exc:
+        await run_in_threadpool(session.commit if exc.keep_changes else session.rollback)
+        raise
+    except BaseException:
+        if session.in_transaction():
+            await run_in_threadpool(session.rollback)
+        raise
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
+
+
+@contextmanager
+def unit_of_work(session_factory: Callable[[], Session]) -> Iterator[Session]:
+    """``get_db``'s rules for a route that does all its database work in one worker thread
+    (the device check-in): commit on success, keep a ``keep_changes`` error's changes,
+    roll back anything else, close."""
+    session = session_factory()
+    try:
+        yield session
+        if session.in_transaction():
+            session.commit()
     except DomainError as exc:
         if exc.keep_changes:
             session.commit()
@@ -46,7 +78,8 @@ def get_db(request: Request) -> Iterator[Session]:
             session.rollback()
         raise
     except BaseException:
-        session.rollback()
+        if session.in_transaction():
+            session.rollback()
         raise
     finally:
         session.close()
@@ -125,3 +158,7 @@ Paging = Annotated[PageParams, Depends(page_params)]
 
 MAX_ID = 2**62
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Numeric id")]
+
+# Console pages: the list offset of a paginated page, and the flash key after a redirect.
+ConsoleOffset = Annotated[int, Query(ge=0, le=10_000_000)]
+DoneFlag = Annotated[str | None, Query(max_length=40)]

@@ -60,6 +60,14 @@ class Conflict(DomainError):
     title = "Conflict"
 
 
+class ContentTooLarge(DomainError):
+    """An upload is larger than the endpoint accepts (a setting names the cap)."""
+
+    status = 413
+    slug = "content-too-large"
+    title = "Content too large"
+
+
 class Throttled(DomainError):
     status = 429
     slug = "too-many-attempts"

@@ -39,6 +39,8 @@ class KeyPurpose(StrEnum):
     ENROLLMENT_TOKEN_DIGEST = "spillguard/v1/enrollment-token-digest"
     CUSTOMER_CONTACT_KEY_WRAP = "spillguard/v1/customer-contact-key-wrap"
     CUSTOMER_ROW_DIGEST = "spillguard/v1/customer-row-digest"
+    EDM_SNAPSHOT_MAC = "spillguard/v1/edm-snapshot-mac"
+    AUDIT_CHECKPOINT_SIGNING = "spillguard/v1/audit-checkpoint-signing"
 
 
 @dataclass(frozen=True)

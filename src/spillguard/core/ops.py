@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import text
 
 from spillguard.core import db as dbmod
@@ -52,7 +53,12 @@ def readyz(request: Request) -> JSONResponse:
 )
 def metrics(request: Request, principal: ApiPrincipal) -> Response:
     principal.require(Permission.METRICS_VIEW)
-    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+    registry = request.app.state.registry
+    shared = request.app.state.metrics_multiproc_dir
+    if shared:  # several worker processes: the samples of all of them, added up
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=shared)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 SWAGGER = "/static/vendor/swagger-ui-5.35.0"

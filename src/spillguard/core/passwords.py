@@ -12,7 +12,15 @@ MAX_PASSWORD_LENGTH = 1024
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verifying against this keeps a login for an unknown account as slow as for a known one.
-_DUMMY_HASH = _hasher.hash("spillguard-timing-equaliser")
+# Made on first use, not at import: one argon2 hash costs every process start ~0.25 s.
+_DUMMY_HASH: str | None = None
+
+
+def _dummy_hash() -> str:
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = _hasher.hash("spillguard-timing-equaliser")
+    return _DUMMY_HASH
 
 
 def check_password_rules(password: str) -> None:
@@ -32,7 +40,8 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """True if the password matches; always spends one argon2 verification."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        matched = _hasher.verify(password_hash or _dummy_hash(), password)
+        return matched and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

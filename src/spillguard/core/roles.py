@@ -47,6 +47,8 @@ class Permission(StrEnum):
     CUSTOMERS_VIEW = "customers:view"
     CUSTOMERS_IMPORT = "customers:import"
     CUSTOMERS_CONTACT_REVEAL = "customers:contact-reveal"
+    INSPECTIONS_RUN = "inspections:run"
+    INSPECTIONS_REVEAL = "inspections:reveal"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -70,6 +72,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.DEVICES_VIEW,
             Permission.DEVICES_REPORT_LOST,
             Permission.CUSTOMERS_VIEW,
+            Permission.INSPECTIONS_RUN,
         }
     ),
     Role.DPO: frozenset(
@@ -80,6 +83,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.CUSTOMERS_VIEW,
             Permission.CUSTOMERS_IMPORT,
             Permission.CUSTOMERS_CONTACT_REVEAL,
+            Permission.INSPECTIONS_RUN,
+            Permission.INSPECTIONS_REVEAL,
         }
     ),
     Role.AUDITOR: frozenset(

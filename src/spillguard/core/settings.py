@@ -82,6 +82,33 @@ class Settings(BaseSettings):
         default=365.0, gt=0, le=3650, description="Posture history and locations kept this long."
     )
     device_maintenance_interval_seconds: float = Field(default=300.0, gt=0)
+    inspection_max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Largest file or text POST /api/v1/inspections and the Inspect page accept.",
+    )
+    customers_import_max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Largest customer CSV imported over the API or console (the CLI has no cap).",
+    )
+    installation: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Name of this installation; the audit log's origin is spillguard/<name>.",
+    )
+    audit_sequence_interval_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="How often new audit events join the log."
+    )
+    audit_checkpoint_interval_seconds: float = Field(
+        default=60.0, ge=0, le=86400, description="Least time between two signed checkpoints."
+    )
+    audit_witness_dir: Path | None = Field(
+        default=None,
+        description="Directory where every new checkpoint is also appended to a file.",
+    )
     authz_backstop_strict: bool = Field(
         default=False,
         description="Turn a route that skipped its authorisation check into an error (tests).",

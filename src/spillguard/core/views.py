@@ -20,8 +20,10 @@ from spillguard.core.audit import AuditFilter, AuditService
 from spillguard.core.deps import (
     SESSION_COOKIE,
     AppSettings,
+    ConsoleOffset,
     ConsolePrincipal,
     DbSession,
+    DoneFlag,
     IdPath,
     Keys,
     anonymous,
@@ -97,7 +99,7 @@ def login_page(
     request: Request,
     principal: ConsolePrincipal,
     next: Annotated[str | None, Query(max_length=500)] = None,
-    done: Annotated[str | None, Query(max_length=40)] = None,
+    done: DoneFlag = None,
 ) -> Response:
     mark_authz_checked()
     if principal.authenticated:
@@ -202,13 +204,13 @@ def home(
     request: Request, db: DbSession, settings: AppSettings, principal: ConsolePrincipal
 ) -> Response:
     status = StatusService(db, remember(request, principal), settings).status()
-    fleet = None
-    if principal.can(Permission.DEVICES_VIEW):
-        from spillguard.devices.fleet import FleetService
-
-        fleet = FleetService(db, principal, settings).overview()
+    panels = [
+        panel
+        for make_panel in request.app.state.home_panels
+        if (panel := make_panel(db, principal, settings)) is not None
+    ]
     return render(
-        request, "core/home.html", {"status": status, "overview": fleet}, principal=principal
+        request, "core/home.html", {"status": status, "panels": panels}, principal=principal
     )
 
 
@@ -218,8 +220,8 @@ def users_page(
     request: Request,
     db: DbSession,
     principal: ConsolePrincipal,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    done: Annotated[str | None, Query(max_length=40)] = None,
+    offset: ConsoleOffset = 0,
+    done: DoneFlag = None,
 ) -> Response:
     rows, total = UserService(db, remember(request, principal)).list(limit=PAGE_SIZE, offset=offset)
     return render(
@@ -348,8 +350,8 @@ def tokens_page(
     db: DbSession,
     keys: Keys,
     principal: ConsolePrincipal,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    done: Annotated[str | None, Query(max_length=40)] = None,
+    offset: ConsoleOffset = 0,
+    done: DoneFlag = None,
 ) -> Response:
     ctx = _tokens_context(db, keys, remember(request, principal), offset)
     ctx["message"] = flash(done)
@@ -406,7 +408,7 @@ def audit_page(
     object_type: Annotated[str, Query(max_length=64)] = "",
     since: Annotated[str, Query(max_length=40)] = "",
     until: Annotated[str, Query(max_length=40)] = "",
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    offset: ConsoleOffset = 0,
 ) -> Response:
     svc = AuditService(db, remember(request, principal))
     flt = AuditFilter(

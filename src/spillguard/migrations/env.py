@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 # Imported for their side effect: registering each module's tables on Base.metadata.
+import spillguard.audit.models
 import spillguard.core.models
 import spillguard.customers.models
 import spillguard.devices.models  # noqa: F401
