@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx2
 from sqlalchemy import create_engine, func, select
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -101,6 +102,102 @@ def command_counts(url: str) -> dict[str, int]:
     finally:
         engine.dispose()
     return {status: count for status, count in rows}
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes (0 for any that have gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICK
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the server's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def database_backends(url: str) -> list[int]:
+    """PostgreSQL backend processes serving the benchmark database, found by their process
+    title ("postgres: … <database> 127.0.0.1(…)"); none for SQLite."""
+    if not url.startswith("postgresql"):
+        return []
+    name = f" {make_url(url).database} ".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if title.startswith(b"postgres:") and name in title:
+                found.append(int(entry.name))
+    return found
+
+
+class CpuMeter:
+    """CPU used by server, simulator and database during the check-in phase only.
+
+    Database backends come and go with the connection pool, so they are looked for every
+    second and each one's last reading is kept.
+    """
+
+    def __init__(self, server_pid: int, url: str) -> None:
+        self.server_pid = server_pid
+        self.url = url
+        self.start: dict[str, float] = {}
+        self.server_pids: list[int] = []
+        self.backend_start: dict[int, float] = {}
+        self.backend_last: dict[int, float] = {}
+        self.scanned = 0.0
+
+    def _scan_backends(self) -> None:
+        self.scanned = time.monotonic()
+        for pid in database_backends(self.url):
+            used = cpu_seconds([pid])
+            self.backend_start.setdefault(pid, 0.0)
+            self.backend_last[pid] = used
+
+    def progress(self, phase: str, stats: Any) -> None:
+        if phase == "enrolled":
+            self.server_pids = process_tree(self.server_pid)
+            self.start = {"server": cpu_seconds(self.server_pids), "simulator": time.process_time()}
+            for pid in database_backends(self.url):
+                self.backend_start[pid] = self.backend_last[pid] = cpu_seconds([pid])
+            self.scanned = time.monotonic()
+        elif phase == "checkin" and self.start and time.monotonic() - self.scanned >= 1.0:
+            self._scan_backends()
+
+    def per_checkin_ms(self, checkins: int) -> dict[str, float]:
+        self._scan_backends()
+        used = {
+            "server": cpu_seconds(self.server_pids) - self.start["server"],
+            "simulator": time.process_time() - self.start["simulator"],
+            "database": sum(
+                self.backend_last[p] - self.backend_start[p] for p in self.backend_last
+            ),
+        }
+        return {name: round(value * 1000 / max(checkins, 1), 3) for name, value in used.items()}
 
 
 def setup(server: LiveServer, env: dict[str, str], devices: int) -> tuple[str, str, str]:
@@ -202,6 +299,8 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                 print(f"[{kind}] load before: {load()}", flush=True)
                 before = command_counts(url)
                 started = time.monotonic()
+                assert server.process is not None
+                meter = CpuMeter(server.process.pid, url)
                 stats = run_simulation(
                     SimulationConfig(
                         server=server.url,
@@ -211,8 +310,10 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                         duration=args.duration,
                         concurrency=args.concurrency,
                         seed=1,
-                    )
+                    ),
+                    meter.progress,
                 )
+                cpu = meter.per_checkin_ms(stats.checkins)
                 wall = time.monotonic() - started
                 after = command_counts(url)
                 load_after = load()
@@ -223,7 +324,12 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                 except Exception:
                     print(server.stderr_text()[-5000:], file=sys.stderr)
                     raise
-                errors_in_log = server.stderr_text().count('"level": "error"')
+                error_lines = [
+                    line for line in server.stderr_text().splitlines() if '"level": "error"' in line
+                ]
+                errors_in_log = len(error_lines)
+                for line in error_lines[:5]:
+                    print(f"[{kind}] server error: {line[:300]}", flush=True)
         result = {
             "database": kind,
             "workers": args.workers,
@@ -233,6 +339,7 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             "duration_s": args.duration,
             "setup_and_run_wall_s": round(wall, 1),
             **{k: v for k, v in stats.as_dict().items() if k not in ("devices", "enrolled")},
+            "cpu_ms_per_checkin": cpu,
             "commands_before": before,
             "commands_after": after,
             "load_after": load_after,

@@ -214,6 +214,8 @@ class CommandService:
                 deliveries=0,
             )
             self.session.add(command)
+        # Tell the device's next check-in to look at its queue (see Device.commands_queued).
+        device.commands_queued = (device.commands_queued or 0) + 1
         self.session.flush()
         if kind is CommandType.LOST_MODE_ON:
             device.state = DeviceState.LOST.value

@@ -18,11 +18,11 @@ episode** (an episode of a rule lasts from its first failure until it passes aga
 Each application is audited as ``devices:consequence:applied`` with the rule and the
 consequence.
 
-Where the state lives: there is no column for it yet (a migration would add
-``devices.consequence_state`` and ``devices.blocked_for_corporate_data``), so it is kept in
-the compliance history table, in one row per device with ``cause = "consequences"``
-whose JSON ``reasons`` column holds the state (:class:`ConsequenceState`).  Only this job
-writes that row, so check-ins never race with it; the history listings leave it out.
+Where the state lives: in columns of ``devices`` (migration 0004):
+``consequence_state`` holds :class:`ConsequenceState` as JSON, and
+``blocked_for_corporate_data`` / ``blocked_since`` mirror its block so that the gateway
+reads one indexed boolean.  Only this job writes them; it commits after every chunk of
+devices, so it never holds many device rows locked while check-ins wait for them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -55,14 +55,14 @@ from spillguard.devices.models import (
     Device,
     DeviceState,
 )
-from spillguard.devices.policy import CompliancePolicy, Consequence, Rule
+from spillguard.devices.policy import Consequence, Rule
 from spillguard.devices.posture import Posture
-from spillguard.devices.services import effective_policy
+from spillguard.devices.services import effective_policy, parsed_policy
 
-STATE_CAUSE: Final = "consequences"
 JOB_NAME: Final = "devices.consequences"
 MAX_INTERVAL_SECONDS: Final = 60.0
 CHUNK: Final = 500
+JOB_CHUNK: Final = 100
 LOCK_MESSAGE_LIMIT: Final = 200
 MANAGED = (DeviceState.ACTIVE.value, DeviceState.LOST.value)
 _RULES = {rule.value for rule in Rule}
@@ -139,37 +139,32 @@ def _parse(text: object) -> datetime | None:
 # --- reading (the exposure gateway, the API, the console) ----------------------------
 
 
-def _state_rows(session: Session, device_ids: Iterable[int]) -> dict[int, ComplianceChange]:
-    ids = list(device_ids)
-    rows: dict[int, ComplianceChange] = {}
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
-        for row in session.scalars(
-            select(ComplianceChange)
-            .where(ComplianceChange.device_id.in_(chunk), ComplianceChange.cause == STATE_CAUSE)
-            .order_by(ComplianceChange.id)
-        ):
-            rows[row.device_id] = row  # the newest wins should there ever be two
-    return rows
-
-
 def consequence_state(session: Session, device_id: int) -> ConsequenceState:
-    row = _state_rows(session, [device_id]).get(device_id)
-    return ConsequenceState.from_json(row.reasons) if row is not None else ConsequenceState()
+    data = session.scalar(select(Device.consequence_state).where(Device.id == device_id))
+    return ConsequenceState.from_json(data)
 
 
 def is_blocked_for_corporate_data(session: Session, device_id: int) -> bool:
     """Whether the device is blocked from corporate data by a non-compliance consequence."""
-    return consequence_state(session, device_id).blocked_for_corporate_data
+    return bool(
+        session.scalar(select(Device.blocked_for_corporate_data).where(Device.id == device_id))
+    )
 
 
 def blocked_device_ids(session: Session, device_ids: Iterable[int]) -> set[int]:
     """Which of ``device_ids`` are blocked for corporate data (one query per 500 ids)."""
-    return {
-        device_id
-        for device_id, row in _state_rows(session, device_ids).items()
-        if ConsequenceState.from_json(row.reasons).blocked_for_corporate_data
-    }
+    ids = list(device_ids)
+    blocked: set[int] = set()
+    for start in range(0, len(ids), CHUNK):
+        blocked.update(
+            session.scalars(
+                select(Device.id).where(
+                    Device.id.in_(ids[start : start + CHUNK]),
+                    Device.blocked_for_corporate_data.is_(True),
+                )
+            )
+        )
+    return blocked
 
 
 # --- the job -------------------------------------------------------------------------
@@ -196,7 +191,7 @@ def _episode_starts(session: Session, device_ids: Sequence[int]) -> dict[int, da
         chunk = device_ids[start : start + CHUNK]
         for device_id, at in session.execute(
             select(ComplianceChange.device_id, func.max(ComplianceChange.at))
-            .where(ComplianceChange.device_id.in_(chunk), ComplianceChange.cause != STATE_CAUSE)
+            .where(ComplianceChange.device_id.in_(chunk))
             .group_by(ComplianceChange.device_id)
         ):
             starts[device_id] = at
@@ -204,19 +199,16 @@ def _episode_starts(session: Session, device_ids: Sequence[int]) -> dict[int, da
 
 
 class _Policies:
-    """Parse each policy record once per run."""
+    """The verdict of each device under its effective policy (parsed once per version)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self.parsed: dict[int, CompliancePolicy] = {}
 
     def verdict(self, device: Device, now: datetime) -> tuple[Verdict, int | None]:
         record: CompliancePolicyRecord | None = effective_policy(self.session, device)
         if record is None or device.state not in MANAGED:
             return Verdict(failures=()), None
-        policy = self.parsed.get(record.id)
-        if policy is None:
-            policy = self.parsed[record.id] = CompliancePolicy.model_validate(record.rules)
+        policy = parsed_policy(record)
         posture = Posture.model_validate(device.posture) if device.posture is not None else None
         verdict = evaluate(posture, policy, last_checkin_at=device.last_checkin_at, now=now)
         return verdict, record.id
@@ -240,25 +232,23 @@ def apply_consequences(
         )
     )
     candidates |= set(
-        session.scalars(
-            select(ComplianceChange.device_id).where(ComplianceChange.cause == STATE_CAUSE)
-        )
+        session.scalars(select(Device.id).where(Device.consequence_state.is_not(None)))
     )
     ids = sorted(candidates)
     policies = _Policies(session)
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
+    for start in range(0, len(ids), JOB_CHUNK):
+        chunk = ids[start : start + JOB_CHUNK]
         devices = {d.id: d for d in session.scalars(select(Device).where(Device.id.in_(chunk)))}
-        rows = _state_rows(session, chunk)
         episodes = _episode_starts(session, chunk)
         for device_id in chunk:
             device = devices.get(device_id)
             if device is None:
                 continue
             run.devices += 1
-            _apply_one(
-                session, settings, system, device, rows.get(device_id), episodes, policies, now, run
-            )
+            _apply_one(session, settings, system, device, episodes, policies, now, run)
+        # Release the rows written (and locked) for this chunk: check-ins of these devices
+        # wait for them, so they are never held for the whole fleet.
+        session.commit()
     return run
 
 
@@ -267,7 +257,6 @@ def _apply_one(
     settings: Settings,
     system: Principal,
     device: Device,
-    row: ComplianceChange | None,
     episodes: dict[int, datetime],
     policies: _Policies,
     now: datetime,
@@ -275,7 +264,7 @@ def _apply_one(
 ) -> None:
     from spillguard.devices.commands import CommandService
 
-    state = ConsequenceState.from_json(row.reasons) if row is not None else ConsequenceState()
+    state = ConsequenceState.from_json(device.consequence_state)
     verdict, policy_id = policies.verdict(device, now)
     # A failure the job has not seen before started when the device's current verdict was
     # recorded, if that happened since the job last looked; otherwise (a rule that began
@@ -372,7 +361,7 @@ def _apply_one(
         blocked_since=state.blocked_since if blocked_by else None,
         blocked_by=blocked_by,
     )
-    _store(session, device, row, new_state, verdict, policy_id, now)
+    _store(device, new_state)
 
 
 def _lift_reason(device: Device, verdict: Verdict) -> str:
@@ -381,41 +370,23 @@ def _lift_reason(device: Device, verdict: Verdict) -> str:
     return "compliant again" if verdict.compliant else "the rules that blocked it pass"
 
 
-def _store(
-    session: Session,
-    device: Device,
-    row: ComplianceChange | None,
-    state: ConsequenceState,
-    verdict: Verdict,
-    policy_id: int | None,
-    now: datetime,
-) -> None:
+def _store(device: Device, state: ConsequenceState) -> None:
+    """Write the state to the device's columns, only when more than ``checked_at`` changed,
+    so an idle fleet costs the job reads, not writes (``checked_at`` matters only for
+    failures the job has not seen before)."""
     if state.empty:
-        if row is not None:
-            session.delete(row)
+        if device.consequence_state is not None or device.blocked_for_corporate_data:
+            device.consequence_state = None
+            device.blocked_for_corporate_data = False
+            device.blocked_since = None
         return
-    data = cast(Any, state.to_json())
-    if row is None:
-        session.add(
-            ComplianceChange(
-                device_id=device.id,
-                at=now,
-                compliant=verdict.compliant,
-                reasons=data,
-                policy_id=policy_id,
-                cause=STATE_CAUSE,
-            )
-        )
-        return
-    # checked_at always moves; write it (and the rest) only when something else changed,
-    # so an idle fleet costs reads, not writes.  checked_at matters only for new failures.
-    previous = ConsequenceState.from_json(row.reasons)
+    data = state.to_json()
+    previous = ConsequenceState.from_json(device.consequence_state)
     previous.checked_at = state.checked_at
-    if previous.to_json() != data or row.compliant != verdict.compliant:
-        row.reasons = data
-        row.at = now
-        row.compliant = verdict.compliant
-        row.policy_id = policy_id
+    if device.consequence_state is None or previous.to_json() != data:
+        device.consequence_state = data
+        device.blocked_for_corporate_data = state.blocked_for_corporate_data
+        device.blocked_since = state.blocked_since
 
 
 def consequences_job(settings: Settings) -> Job:

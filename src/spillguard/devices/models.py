@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from spillguard.core.db import Base, UTCDateTime, utcnow
@@ -149,6 +149,22 @@ class Device(Base):
     compliance_reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
     compliance_policy_id: Mapped[int | None] = mapped_column(BigId)
     compliance_evaluated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What the stored verdict was computed from (posture digest, policy id and version),
+    # kept only while that verdict would hold at any check-in (no "stale" failure): a
+    # check-in with the same basis skips re-evaluation (devices.services.compliance_basis).
+    compliance_basis: Mapped[str | None] = mapped_column(String(64))
+    # The command queue's change counter: raised by every queueing; a check-in that finds
+    # nothing pending records the value it saw in ``commands_checked``, and the next
+    # check-in looks for commands only if the two differ (one SELECT saved per check-in).
+    commands_queued: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    commands_checked: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Consequences of non-compliance (devices.consequences): the job's state as JSON, and
+    # the block for corporate data the exposure gateway reads, with when it began.
+    consequence_state: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    blocked_for_corporate_data: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(), index=True
+    )
+    blocked_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Lost mode: message and phone shown on the lock screen, who reported it and when.
     lost_message: Mapped[str | None] = mapped_column(String(200))
     lost_phone: Mapped[str | None] = mapped_column(String(32))

@@ -7,10 +7,12 @@ import hashlib
 import json
 import re
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, bindparam, select
+from sqlalchemy.orm import Session, defer, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from spillguard.core.audit import record_event
 from spillguard.core.db import utcnow
@@ -25,14 +27,22 @@ from spillguard.devices.models import (
     Command,
     CommandStatus,
     CommandType,
+    CompliancePolicyRecord,
     Device,
+    DeviceGroup,
     DeviceLocation,
     DeviceState,
     PostureSnapshot,
 )
 from spillguard.devices.posture import ReportedAtInFuture, check_reported_at
 from spillguard.devices.schemas import CheckinRequest, CommandResultIn, LocationIn
-from spillguard.devices.services import DeviceAuditAction, device_principal, reevaluate
+from spillguard.devices.services import (
+    DeviceAuditAction,
+    compliance_basis,
+    device_principal,
+    effective_policy,
+    reevaluate,
+)
 
 log = structlog.get_logger("spillguard.devices")
 
@@ -60,6 +70,30 @@ class CommandFinished(Conflict):
     title = "Command already finished"
 
 
+# Built once: constructing a statement and its cache key costs more than running it.
+# Device, group and policies in one query, so the check-in's effective_policy() answers
+# from the identity map.  Only the columns a check-in reads: every column costs the
+# driver and the ORM on each check-in, and the stored posture (replaced by the reported
+# one) and the policy's rules (parsed once per version, devices.services.parsed_policy)
+# are the widest.  Another attribute loads when first read.
+_POLICY_KEY = (CompliancePolicyRecord.id, CompliancePolicyRecord.updated_at)
+_DEVICE_BY_DIGEST = (
+    select(Device)
+    .where(Device.credential_digest == bindparam("digest"))
+    .options(
+        defer(Device.posture),
+        joinedload(Device.policy).load_only(*_POLICY_KEY),
+        joinedload(Device.group)
+        .load_only(DeviceGroup.id, DeviceGroup.policy_id)
+        .joinedload(DeviceGroup.policy)
+        .load_only(*_POLICY_KEY),
+    )
+)
+# SET columns come from the parameters given (Core "UPDATE … WHERE id = :device_id").
+_DEVICES = cast(Table, Device.__table__)
+_UPDATE_DEVICE = _DEVICES.update().where(_DEVICES.c.id == bindparam("device_id"))
+
+
 def authenticate_device(
     session: Session, keys: KeyRing, header: str | None, base: Principal
 ) -> Device:
@@ -73,7 +107,7 @@ def authenticate_device(
     if not secret.startswith(CREDENTIAL_PREFIX):
         raise DeviceAuthenticationRequired("The device credential is malformed.")
     digest = keys.digest(KeyPurpose.DEVICE_CREDENTIAL_DIGEST, secret)
-    device = session.scalar(select(Device).where(Device.credential_digest == digest))
+    device = session.scalar(_DEVICE_BY_DIGEST, {"digest": digest})
     if device is None:
         log.warning("device_credential_unknown", claimed_device=claimed)
         raise DeviceAuthenticationRequired("The device credential is unknown.")
@@ -127,39 +161,94 @@ class ProtocolService:
         self.skew = timedelta(seconds=settings.device_clock_skew_seconds)
 
     def checkin(self, body: CheckinRequest) -> list[Command]:
-        """Store posture, apply results, re-judge compliance; the commands to deliver."""
+        """Store posture, apply results, re-judge compliance; the commands to deliver.
+
+        The common check-in (nothing queued, posture and policy unchanged) costs the
+        authentication SELECT and one UPDATE of the device row at commit:
+
+        - compliance is re-evaluated only when its basis (posture digest, effective policy
+          and its version) differs from the stored verdict's, which the last evaluation
+          clears when the device was found stale (devices.services.reevaluate);
+        - the pending-command query runs only when something was queued since a check-in
+          last found the queue empty (``commands_queued`` vs ``commands_checked``), and it
+          leaves out commands past their expiry; marking them expired is the maintenance
+          job's work, not the check-in's.
+        """
         now = utcnow()
         check_reported_at(body.posture, now, self.skew)
         for result in body.results:
             self.apply_result(result.command_id, result, now)
         device = self.device
+        # Read before the pending-command query: a command queued after this read raises
+        # the counter again, so the next check-in looks even if this one missed it.
+        queued_seen = device.commands_queued
         stored = body.posture.model_dump(mode="json")
         digest = posture_digest(stored)
+        fresh: dict[str, Any] = {
+            "posture": stored,
+            "platform": body.posture.platform.value,
+            "os_version": body.posture.os_version,
+            "model": body.posture.model,
+            "serial": body.posture.serial,
+            "last_checkin_at": now,
+        }
         if digest != device.posture_digest:
             self.session.add(PostureSnapshot(device_id=device.id, received_at=now, posture=stored))
-            device.posture_digest = digest
-        device.posture = stored
-        device.platform = body.posture.platform.value
-        device.os_version = body.posture.os_version
-        device.model = body.posture.model
-        device.serial = body.posture.serial
-        device.last_checkin_at = now
-        reevaluate(
-            self.session, self.principal, device, cause="checkin", now=now, posture=body.posture
-        )
-        CommandService(self.session, self.principal, self.settings).expire_overdue(device.id, now)
-        pending = list(
-            self.session.scalars(
-                select(Command)
-                .where(Command.device_id == device.id, Command.status.in_(PENDING_STATUSES))
-                .order_by(Command.id)
+            fresh["posture_digest"] = digest
+        record = effective_policy(self.session, device)
+        if device.compliance_basis != compliance_basis(digest, record):
+            self._assign(fresh)
+            reevaluate(
+                self.session,
+                self.principal,
+                device,
+                cause="checkin",
+                now=now,
+                posture=body.posture,
+                record=record,
             )
-        )
+            fresh = {}
+        else:
+            fresh["compliance_evaluated_at"] = now
+        pending: list[Command] = []
+        if queued_seen != device.commands_checked:
+            with self.session.no_autoflush:
+                pending = list(
+                    self.session.scalars(
+                        select(Command)
+                        .where(
+                            Command.device_id == device.id,
+                            Command.status.in_(PENDING_STATUSES),
+                            Command.expires_at > now,
+                        )
+                        .order_by(Command.id)
+                    )
+                )
+            if not pending:
+                fresh["commands_checked"] = queued_seen
         for command in pending:
             command.status = CommandStatus.SENT.value
             command.sent_at = now
             command.deliveries += 1
+        self._store(fresh)
         return pending
+
+    def _assign(self, values: dict[str, Any]) -> None:
+        for name, value in values.items():
+            setattr(self.device, name, value)
+
+    def _store(self, values: dict[str, Any]) -> None:
+        """Write the device's new values: with the ORM's flush when it has other changes
+        of the device to write anyway, else as one Core UPDATE (the common check-in, where
+        the unit of work's bookkeeping would cost more than the statement)."""
+        if not values:
+            return
+        if self.session.is_modified(self.device):
+            self._assign(values)
+            return
+        self.session.connection().execute(_UPDATE_DEVICE, {"device_id": self.device.id, **values})
+        for name, value in values.items():
+            set_committed_value(self.device, name, value)
 
     def apply_result(
         self, command_id: int, result: CommandResultIn, now: datetime | None = None

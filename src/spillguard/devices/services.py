@@ -8,10 +8,11 @@ of enrolling), ``protocol`` (device authentication, check-in, results, location)
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -30,7 +31,7 @@ from spillguard.devices.models import (
     DeviceLocation,
     DeviceState,
 )
-from spillguard.devices.policy import CompliancePolicy
+from spillguard.devices.policy import CompliancePolicy, Rule
 from spillguard.devices.posture import Posture
 
 NO_POLICY_NOTE = "No compliance policy applies to this device."
@@ -93,7 +94,11 @@ def device_principal(device_id: int, base: Principal) -> Principal:
 
 
 def effective_policy(session: Session, device: Device) -> CompliancePolicyRecord | None:
-    """The device's own policy, else its group's, else none."""
+    """The device's own policy, else its group's, else none.
+
+    ``session.get`` answers from the identity map when the caller loaded the rows already
+    (the check-in loads device, group and policy in one query).
+    """
     if device.policy_id is not None:
         return session.get(CompliancePolicyRecord, device.policy_id)
     if device.group_id is not None:
@@ -101,6 +106,31 @@ def effective_policy(session: Session, device: Device) -> CompliancePolicyRecord
         if group is not None and group.policy_id is not None:
             return session.get(CompliancePolicyRecord, group.policy_id)
     return None
+
+
+# Parsed policies, per process, keyed by (id, updated_at): every change of a policy's rules
+# sets a new updated_at (PolicyService.replace), so a stale entry is never used, in this
+# worker or any other; the key is read from the database with the policy each time.
+_PARSED: dict[tuple[int, datetime], CompliancePolicy] = {}
+_PARSED_LIMIT = 256
+
+
+def parsed_policy(record: CompliancePolicyRecord) -> CompliancePolicy:
+    """``record.rules`` as a :class:`CompliancePolicy`, parsed once per policy version."""
+    key = (record.id, record.updated_at)
+    policy = _PARSED.get(key)
+    if policy is None:
+        policy = CompliancePolicy.model_validate(record.rules)
+        if len(_PARSED) >= _PARSED_LIMIT:
+            _PARSED.clear()
+        _PARSED[key] = policy
+    return policy
+
+
+def compliance_basis(posture_digest: str | None, record: CompliancePolicyRecord | None) -> str:
+    """What a verdict depends on besides the clock: the posture and the policy version."""
+    policy = f"{record.id}@{record.updated_at.isoformat()}" if record is not None else "-"
+    return hashlib.sha256(f"{posture_digest or '-'}|{policy}".encode()).hexdigest()
 
 
 def reevaluate(
@@ -111,25 +141,34 @@ def reevaluate(
     cause: str,
     now: datetime,
     posture: Posture | None = None,
+    record: CompliancePolicyRecord | Literal[False] | None = False,
 ) -> bool:
     """Judge the device against its effective policy; record and audit a changed verdict.
 
     A change is a switch between compliant and not (or of the policy judging it); the
     reasons at that moment are stored with it.  Returns True if the verdict changed.
+    ``record`` is the effective policy when the caller has looked it up already.
+
+    The verdict's basis (:func:`compliance_basis`) is kept when the verdict holds at any
+    check-in, that is unless the device failed the "stale" rule (a check-in passes it);
+    a check-in with an unchanged basis then needs no re-evaluation.
     """
-    record = effective_policy(session, device)
+    if record is False:
+        record = effective_policy(session, device)
     if posture is None and device.posture is not None:
         posture = Posture.model_validate(device.posture)
+    stale = False
     if record is None:
         compliant, reasons = True, []
     else:
         verdict = evaluate(
             posture,
-            CompliancePolicy.model_validate(record.rules),
+            parsed_policy(record),
             last_checkin_at=device.last_checkin_at,
             now=now,
         )
         compliant, reasons = verdict.compliant, list(verdict.reasons)
+        stale = verdict.failed(Rule.STALE) is not None
     policy_id = record.id if record else None
     changed = device.compliant is None or (
         device.compliant != compliant or device.compliance_policy_id != policy_id
@@ -139,6 +178,7 @@ def reevaluate(
     device.compliance_reasons = reasons
     device.compliance_policy_id = policy_id
     device.compliance_evaluated_at = now
+    device.compliance_basis = None if stale else compliance_basis(device.posture_digest, record)
     if changed:
         session.add(
             ComplianceChange(
@@ -285,11 +325,7 @@ class DeviceService:
     ) -> tuple[list[ComplianceChange], int]:
         self.principal.require(Permission.DEVICES_VIEW)
         self._get(device_id)
-        # The consequences job keeps its per-device state in a row of its own cause
-        # (devices/consequences.py); it is not a change of verdict, so not history.
-        base = select(ComplianceChange).where(
-            ComplianceChange.device_id == device_id, ComplianceChange.cause != "consequences"
-        )
+        base = select(ComplianceChange).where(ComplianceChange.device_id == device_id)
         total = self.session.scalar(select(func.count()).select_from(base.subquery())) or 0
         rows = self.session.scalars(
             base.order_by(ComplianceChange.id.desc()).limit(limit).offset(offset)

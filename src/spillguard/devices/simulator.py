@@ -10,8 +10,12 @@ memory, with a posture drawn from a mix of profiles (:data:`DEFAULT_MIX`: 70 % c
 10 % swipe-only, 10 % unencrypted, 5 % rooted, 5 % stale).  A stale device enrolls and
 checks in once, then never again, so the server sees it go stale.  Devices check in every
 ``interval`` seconds (±10 % jitter, first check-ins spread over one interval), all through
-one ``httpx2.AsyncClient`` whose connection pool and an ``asyncio.Semaphore`` bound the
-requests in flight to ``concurrency``.  Commands received are carried out on the simulated
+one client whose connection pool and an ``asyncio.Semaphore`` bound the requests in
+flight to ``concurrency``.  Against a plain ``http://`` server (the benchmark's) that client
+is :class:`KeepAliveClient`, a minimal HTTP/1.1 keep-alive client on asyncio streams (and
+uvloop when installed): the simulator shares the CPU with the server it measures, and a
+full-featured client costs several times more per request.  ``https://`` servers get
+``httpx2`` with TLS.  Commands received are carried out on the simulated
 phone and acknowledged at once; a wiped or retired device leaves the run.
 
 Check-in latency is measured per request, from send to parsed answer; errors are counted
@@ -22,13 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import json
 import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import httpx2
 
@@ -44,9 +51,14 @@ from spillguard.devices.agent.client import (
     PROTOCOL_PATH,
     AgentError,
     AsyncDeviceClient,
+    Enrolled,
     ProtocolError,
+    RequestRefused,
     ServerUnreachable,
+    _enrolled,
+    auth_header,
     parse_enrollment_url,
+    problem_error,
 )
 
 DEFAULT_MIX: Final[dict[str, float]] = {
@@ -192,6 +204,144 @@ def _error_kind(exc: Exception) -> str:
 Progress = Callable[[str, SimulationStats], None]
 
 
+class KeepAliveClient:
+    """The device protocol over plain HTTP/1.1 with keep-alive: enroll, check in, results.
+
+    Same calls and errors as :class:`AsyncDeviceClient` (problem documents become the
+    same :class:`ProtocolError` subclasses, connection failures :class:`ServerUnreachable`),
+    without retries.  At most ``connections`` connections are open; idle ones are reused.
+    """
+
+    def __init__(self, api_root: str, connections: int, timeout: float) -> None:
+        parts = urlsplit(api_root)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError("KeepAliveClient speaks plain http:// only")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.prefix = parts.path.rstrip("/")
+        self.host_header = parts.netloc.encode("latin-1")
+        self.timeout = timeout
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.slots = asyncio.Semaphore(connections)
+
+    async def aclose(self) -> None:
+        while self.idle:
+            _, writer = self.idle.pop()
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _post(
+        self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        head = [
+            f"POST {self.prefix}{path} HTTP/1.1".encode("latin-1"),
+            b"Host: " + self.host_header,
+            b"User-Agent: spillguard-simulator",
+            b"Content-Type: application/json",
+            b"Content-Length: " + str(len(payload)).encode(),
+        ]
+        head += [f"{k}: {v}".encode("latin-1") for k, v in (headers or {}).items()]
+        request = b"\r\n".join(head) + b"\r\n\r\n" + payload
+        async with self.slots:
+            try:
+                status, content_type, content = await asyncio.wait_for(
+                    self._exchange(request), self.timeout
+                )
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                raise ServerUnreachable(
+                    f"cannot reach {self.host}:{self.port}: {type(exc).__name__}: {exc}"
+                ) from exc
+        if 200 <= status < 300:
+            data = json.loads(content)
+            if not isinstance(data, dict):
+                raise RequestRefused(status, "unexpected-body", "not a JSON object")
+            return data
+        raise problem_error(
+            httpx2.Response(status, headers={"content-type": content_type}, content=content)
+        )
+
+    async def _exchange(self, request: bytes) -> tuple[int, str, bytes]:
+        while self.idle:
+            # A kept-alive connection the server has closed meanwhile (its idle timeout)
+            # fails before any answer arrives: the request was not handled, so send it again.
+            reader, writer = self.idle.pop()
+            try:
+                return await self._on(reader, writer, request)
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                    raise
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        return await self._on(reader, writer, request)
+
+    async def _on(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    ) -> tuple[int, str, bytes]:
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            fields: dict[str, str] = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name:
+                    fields[name.strip().lower()] = value.strip()
+            if "content-length" in fields:
+                content = await reader.readexactly(int(fields["content-length"]))
+            elif fields.get("transfer-encoding", "").lower() == "chunked":
+                content = await _read_chunked(reader)
+            else:
+                content = await reader.read()
+                fields["connection"] = "close"
+        except BaseException:
+            writer.close()
+            raise
+        if fields.get("connection", "").lower() == "close":
+            writer.close()
+        else:
+            self.idle.append((reader, writer))
+        return status, fields.get("content-type", ""), content
+
+    async def enroll(self, token: str, device: dict[str, Any]) -> Enrolled:
+        return _enrolled(await self._post("/enroll", {"token": token, "device": device}))
+
+    async def checkin(
+        self, device_id: int, credential: str, posture: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._post(
+            "/checkin", {"posture": posture}, auth_header(device_id, credential)
+        )
+
+    async def report_result(
+        self, device_id: int, credential: str, command_id: int, result: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._post(
+            f"/commands/{command_id}/result", result, auth_header(device_id, credential)
+        )
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+def _run(coroutine: Coroutine[Any, Any, SimulationStats]) -> SimulationStats:
+    """``asyncio.run`` on uvloop when it is installed (it halves the simulator's CPU)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
 class FleetSimulator:
     """Runs one simulation; :meth:`run` returns the stats."""
 
@@ -219,27 +369,37 @@ class FleetSimulator:
         return profiles
 
     async def run(self) -> SimulationStats:
+        if self.api_root.startswith("http://"):
+            fast = KeepAliveClient(self.api_root, self.config.concurrency, self.config.timeout)
+            self.client: KeepAliveClient | AsyncDeviceClient = fast
+            try:
+                return await self._run()
+            finally:
+                await fast.aclose()
         limits = httpx2.Limits(
             max_connections=self.config.concurrency,
             max_keepalive_connections=self.config.concurrency,
         )
-        self.gate = asyncio.Semaphore(self.config.concurrency)
         async with httpx2.AsyncClient(
             timeout=self.config.timeout,
             limits=limits,
             headers={"User-Agent": "spillguard-simulator"},
         ) as http:
             self.client = AsyncDeviceClient(http, self.api_root, retry=NO_RETRY, rng=self.rng)
-            await asyncio.gather(*(self._enroll(d) for d in self.fleet))
-            self.progress("enrolled", self.stats)
-            started = time.perf_counter()
-            deadline = started + self.config.duration
-            ticker = asyncio.create_task(self._tick())
-            try:
-                await asyncio.gather(*(self._live(d, started, deadline) for d in self.fleet))
-            finally:
-                ticker.cancel()
-            self.stats.elapsed = max(time.perf_counter() - started, 1e-9)
+            return await self._run()
+
+    async def _run(self) -> SimulationStats:
+        self.gate = asyncio.Semaphore(self.config.concurrency)
+        await asyncio.gather(*(self._enroll(d) for d in self.fleet))
+        self.progress("enrolled", self.stats)
+        started = time.perf_counter()
+        deadline = started + self.config.duration
+        ticker = asyncio.create_task(self._tick())
+        try:
+            await asyncio.gather(*(self._live(d, started, deadline) for d in self.fleet))
+        finally:
+            ticker.cancel()
+        self.stats.elapsed = max(time.perf_counter() - started, 1e-9)
         self.stats.non_compliant = sum(1 for d in self.fleet if d.compliant is False)
         self.progress("done", self.stats)
         return self.stats
@@ -335,6 +495,6 @@ def run_simulation(config: SimulationConfig, progress: Progress | None = None) -
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(FleetSimulator(config, progress).run())
+        return _run(FleetSimulator(config, progress).run())
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(FleetSimulator(config, progress).run())).result()
+        return pool.submit(lambda: _run(FleetSimulator(config, progress).run())).result()

@@ -18,9 +18,17 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from spillguard.console.render import render
+from spillguard.console.render import HomePanel, render
 from spillguard.core.db import utcnow
-from spillguard.core.deps import AppSettings, ConsolePrincipal, DbSession, IdPath, Keys
+from spillguard.core.deps import (
+    AppSettings,
+    ConsoleOffset,
+    ConsolePrincipal,
+    DbSession,
+    DoneFlag,
+    IdPath,
+    Keys,
+)
 from spillguard.core.errors import Conflict, InvalidInput
 from spillguard.core.roles import Permission, Principal
 from spillguard.core.settings import Settings
@@ -37,6 +45,14 @@ from spillguard.devices.schemas import ReportLost
 from spillguard.devices.services import DeviceFilter, DeviceService, GroupService
 
 router = APIRouter(include_in_schema=False)
+
+
+def home_panel(db: Session, principal: Principal, settings: Settings) -> HomePanel | None:
+    """The fleet's compliance counts on the home page, for roles that may see devices."""
+    if not principal.can(Permission.DEVICES_VIEW):
+        return None
+    overview = FleetService(db, principal, settings).overview()
+    return HomePanel("devices/_home_panel.html", overview)
 
 PAGE_SIZE = 50
 HISTORY_SIZE = 25
@@ -101,7 +117,7 @@ def devices_page(
     group_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     owner: Annotated[str, Query(max_length=320)] = "",
     platform: Annotated[str, Query(pattern="^(|ios|android|linux|other)$")] = "",
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    offset: ConsoleOffset = 0,
 ) -> Response:
     svc = FleetService(db, remember(request, principal), settings)
     flt = FleetFilter(
@@ -194,7 +210,7 @@ def device_page(
     db: DbSession,
     settings: AppSettings,
     principal: ConsolePrincipal,
-    done: Annotated[str | None, Query(max_length=40)] = None,
+    done: DoneFlag = None,
 ) -> Response:
     ctx = _device_context(db, settings, remember(request, principal), device_id)
     ctx["message"] = flash(done)
@@ -366,8 +382,8 @@ def enrollments_page(
     db: DbSession,
     keys: Keys,
     principal: ConsolePrincipal,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    done: Annotated[str | None, Query(max_length=40)] = None,
+    offset: ConsoleOffset = 0,
+    done: DoneFlag = None,
 ) -> Response:
     ctx = _enrollments_context(db, keys, remember(request, principal), offset)
     ctx["message"] = flash(done)
@@ -425,8 +441,8 @@ def groups_page(
     request: Request,
     db: DbSession,
     principal: ConsolePrincipal,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    done: Annotated[str | None, Query(max_length=40)] = None,
+    offset: ConsoleOffset = 0,
+    done: DoneFlag = None,
 ) -> Response:
     rows, total = GroupService(db, remember(request, principal)).listing(
         limit=PAGE_SIZE, offset=offset
@@ -485,8 +501,8 @@ def policies_page(
     request: Request,
     db: DbSession,
     principal: ConsolePrincipal,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    done: Annotated[str | None, Query(max_length=40)] = None,
+    offset: ConsoleOffset = 0,
+    done: DoneFlag = None,
 ) -> Response:
     svc = PolicyService(db, remember(request, principal))
     rows, total = svc.listing(limit=PAGE_SIZE, offset=offset)

@@ -249,3 +249,44 @@ def test_a_rule_failing_later_gets_its_own_grace(
 @pytest.mark.parametrize("job", ["devices.consequences"])
 def test_the_job_is_registered(app: FastAPI, job: str) -> None:
     assert job in [j.name for j in app.state.jobs]
+
+
+def test_block_waits_for_its_grace_and_lives_in_the_device_columns(
+    db: Session, users: UserFactory, keys: KeyRing, settings: Settings
+) -> None:
+    device = enrolled(
+        db,
+        users,
+        keys,
+        {
+            "encryption_required": True,
+            "consequences": {
+                "encryption": {"consequence": "block_corporate_data", "grace_seconds": 7200}
+            },
+        },
+    )
+    checkin(db, device, settings, SWIPE_UNENCRYPTED)
+    run(db, settings, after=timedelta(minutes=1))
+    db.refresh(device)
+    assert device.blocked_for_corporate_data is False and device.blocked_since is None
+    assert device.consequence_state is not None  # the first failure is remembered
+    assert device.consequence_state["first_seen"].keys() == {"encryption"}
+    run(db, settings, after=timedelta(minutes=119))
+    db.refresh(device)
+    assert device.blocked_for_corporate_data is False, "still within the two hours of grace"
+
+    run(db, settings, after=timedelta(minutes=121))
+    db.refresh(device)
+    assert device.blocked_for_corporate_data is True
+    assert device.blocked_since is not None
+    assert device.blocked_since > datetime.now(UTC) + timedelta(minutes=120)
+    assert device.consequence_state["blocked_by"] == ["encryption"]
+    blocked_ids = db.scalars(select(Device.id).where(Device.blocked_for_corporate_data.is_(True)))
+    assert list(blocked_ids) == [device.id]
+
+    checkin(db, device, settings, SECURE)
+    run(db, settings, after=timedelta(minutes=130))
+    db.refresh(device)
+    assert device.blocked_for_corporate_data is False and device.blocked_since is None
+    assert device.consequence_state is None, "nothing left to remember once compliant"
+    assert not is_blocked_for_corporate_data(db, device.id)
