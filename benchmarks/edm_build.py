@@ -11,7 +11,9 @@ birth (dd/mm/yyyy) and loyalty number, then feeds them to
                                              [--workers NPROC]
 
 Prints: generation time alone (a separate pass), build time (normalise + hash + add for
-every row, generation included, then ``build()``), peak RSS of the process
+every row, generation included, then ``build()``), the CPU time that took in this
+process and in the hashing workers (on a shared machine, what the build itself cost),
+peak RSS of the process
 (``resource.getrusage``), the index's array bytes, lookups per second of primary
 values, and ``match_text`` calls per second on a short note holding a record match.
 """
@@ -88,6 +90,13 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """User + system CPU seconds so far of this process and of its finished children."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as handle:
@@ -119,16 +128,25 @@ def main() -> None:
 
     keyring = KeyRing(os.urandom(32))
     builder = EdmIndexBuilder(keyring)
+    cpu_before = cpu_seconds()
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     builder.add_many(customers(n), workers=args.workers)
     added = time.perf_counter() - started
     index = builder.build()
     build = time.perf_counter() - started
+    cpu_parent, cpu_workers = (a - b for a, b in zip(cpu_seconds(), cpu_before, strict=True))
+    load_after = os.getloadavg()[0]
     rss_built = peak_rss_mib()
 
     print(f"customers: {n:,}")
     print(f"generation alone: {generation:.1f} s")
     print(f"build: {build:.1f} s (add {added:.1f} s, build() {build - added:.1f} s)")
+    print(
+        f"CPU time of the build: parent {cpu_parent:.1f} s (generation included), workers "
+        f"{cpu_workers:.1f} s in all; load average {load_before:.2f} before, "
+        f"{load_after:.2f} after"
+    )
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak RSS: {rss_built:.0f} MiB (at start {rss_start:.0f} MiB)")
     print(f"workers: {args.workers}; largest worker peak RSS: {children:.0f} MiB")

@@ -52,7 +52,9 @@ def people(count: int, seed: int = 4, start: int = 0) -> list[Person]:
                 first_name=first,
                 last_name=last,
                 email=f"{first}.{last}.{n}@{fake.free_email_domain()}".lower(),
-                phone=f"07700 9{n % 100000:05d}"[:13] if n < 100000 else fake.cellphone_number(),
+                # 07400 000000 to 07409 999999: valid UK mobiles (unlike 07700 9xxxxx, which
+                # libphonenumber rejects outside Ofcom's drama block), distinct per n.
+                phone=f"0740{n % 10} {n // 10 % 1_000_000:06d}",
                 postcode=fake.postcode(),
                 address=fake.street_address().replace("\n", ", "),
                 dob=fake.date_of_birth(minimum_age=18, maximum_age=90).strftime("%d/%m/%Y"),

@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
 
-from spillguard.core.db import make_engine, make_session_factory
+from spillguard.core.db import make_session_factory
 from spillguard.core.models import AuditEvent
-from spillguard.core.settings import Settings
 from spillguard.customers.models import Customer
-from tests.conftest import TEST_MASTER_KEY, empty_all_tables
 from tests.factories.customers import HEADER, changed, people, to_csv
-from tests.functional.live import one_line_error, run_spillguard, spillguard_env
+from tests.functional.live import one_line_error, run_spillguard
 
 BASE = people(5000, seed=11)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = make_engine(database_url)
-    empty_all_tables(eng)
-    yield eng
-    empty_all_tables(eng)
-    eng.dispose()
-
-
-@pytest.fixture
-def env(settings: Settings, database_url: str, engine: Engine) -> dict[str, str]:
-    return spillguard_env(settings.home, database_url, master_key=TEST_MASTER_KEY)
 
 
 def shown(stdout: str, label: str) -> int:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from spillguard.cli.common import CliError, cli_principal, one_line_errors, open_context, out
 from spillguard.customers.services import CustomerDirectoryService, CustomerImportService
+from spillguard.customers.snapshot import CachedDirectoryIndex
 
 app = typer.Typer(help="The customer directory (exact data match).", no_args_is_help=True)
 
@@ -68,6 +69,17 @@ def import_(
     elapsed = time.perf_counter() - started
     out.print(
         f"{rows:,} rows in {elapsed:.1f} s; file sha256 {sha}", highlight=False, soft_wrap=True
+    )
+    # Build the directory's EDM index now, so the next `scan` or server reads it at once.
+    started = time.perf_counter()
+    with ctx.session() as session:
+        index = CachedDirectoryIndex.in_home(ctx.settings.home).load(
+            session, cli_principal(), ctx.keys
+        )
+    out.print(
+        f"exact data match index ready: {len(index):,} customers "
+        f"in {time.perf_counter() - started:.1f} s",
+        highlight=False,
     )
 
 

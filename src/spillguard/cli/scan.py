@@ -7,6 +7,7 @@ import io
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TextIO
@@ -15,12 +16,25 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from spillguard import __version__
-from spillguard.cli.common import CliError, err, fail, one_line_errors, out
+from spillguard.cli.common import (
+    CliError,
+    Context,
+    cli_principal,
+    err,
+    fail,
+    one_line_errors,
+    open_context,
+    out,
+)
+from spillguard.core.audit import record_event
 from spillguard.core.keys import KeyRing, load_or_create_key_ring
 from spillguard.core.settings import load_settings
 from spillguard.customers import EdmIndex, EdmIndexBuilder, map_columns
+from spillguard.customers.snapshot import CachedDirectoryIndex
+from spillguard.inspection.audit import InspectionAuditAction
 from spillguard.inspection.classify import (
     InspectionReport,
     ItemStatus,
@@ -78,13 +92,19 @@ def scan(
             "the files at the same paths.",
         ),
     ] = None,
+    no_edm: Annotated[
+        bool,
+        typer.Option(
+            "--no-edm",
+            help="Do not match against the customer directory (patterns only).",
+        ),
+    ] = False,
     edm_csv: Annotated[
         Path | None,
         typer.Option(
             "--edm-csv",
-            help="Customer list (CSV) to match against, hashed in memory with the data "
-            "directory's master key. Interim: the database-backed `spillguard customers "
-            "import` is being built separately.",
+            help="Match against this customer list (CSV) instead of the imported directory; "
+            "hashed in memory with the data directory's master key, nothing stored.",
         ),
     ] = None,
     edm_id_column: Annotated[
@@ -98,8 +118,10 @@ def scan(
 ) -> None:
     """Find customer data in files: label each item, print masked findings.
 
-    Exit codes: 0 nothing at or above --min-label, 1 something is (or a path could not
-    be read), 2 usage error.  Values are always masked.
+    Matches against the customer directory imported with `spillguard customers import`
+    (the configured database) unless --no-edm or --edm-csv is given.  Exit codes: 0
+    nothing at or above --min-label, 1 something is (or a path could not be read), 2
+    usage error.  Values are always masked.
     """
     if dask and workers > 1:
         raise typer.BadParameter("--workers and --dask cannot be used together")
@@ -107,21 +129,33 @@ def scan(
         raise typer.BadParameter("--edm-csv and --edm-id-column go together")
     if column_map and edm_csv is None:
         raise typer.BadParameter("--map needs --edm-csv")
+    if no_edm and edm_csv is not None:
+        raise typer.BadParameter("--no-edm and --edm-csv cannot be used together")
     try:
         rules = load_label_rules()
     except ValueError as exc:
         raise CliError(str(exc)) from None
     index: EdmIndex | None = None
     keys: KeyRing | None = None
+    directory: DirectoryIndex | None = None
     if edm_csv is not None and edm_id_column is not None:
         keys = load_or_create_key_ring(load_settings())
         index = load_edm_csv(edm_csv, edm_id_column, column_map or [], keys)
+        _note(f"exact data match: {len(index):,} customers from {edm_csv}")
+    elif not no_edm:
+        directory = load_directory_index()
+        if directory is not None:
+            index, keys = directory.index, directory.context.keys
+            _note(f"exact data match: {len(index):,} customers from the directory")
+        else:
+            _note("exact data match: off (the customer directory is empty)")
     names = [str(p) for p in paths]
     files = files_of(names)
     reports = _run(files, workers=workers, dask=dask, index=index, keys=keys, rules=rules)
     collected: list[InspectionReport] = []
     unreadable = 0
     hit = False
+    matched: set[str] = set()
     writer = _JsonWriter(sys.stdout) if output_format is OutputFormat.JSON else None
     for report in _with_progress(reports, len(files)):
         if _unreadable(report):
@@ -138,6 +172,9 @@ def scan(
             collected.append(report)
         if min_label is not None and report.at_least(min_label.value):
             hit = True
+        matched.update(report.customer_ids)
+    if directory is not None:
+        directory.record_scan(items=len(files), matched=matched, above=hit)
     if writer is not None:
         writer.close()
     elif output_format is OutputFormat.SARIF:
@@ -214,6 +251,63 @@ class _JsonWriter:
 
     def close(self) -> None:
         self._stream.write("\n]\n" if not self._first else "]\n")
+
+
+# --- EDM from the customer directory ----------------------------------------------------
+
+
+def _note(message: str) -> None:
+    err.print(f"[dim]{escape(message)}[/]", highlight=False, soft_wrap=True)
+
+
+@dataclass
+class DirectoryIndex:
+    """The EDM index loaded from the configured database, and where it came from."""
+
+    context: Context
+    index: EdmIndex
+
+    def record_scan(self, *, items: int, matched: set[str], above: bool) -> None:
+        """Audit that a command-line scan used the directory (counts only, no values)."""
+        with self.context.session() as session:
+            record_event(
+                session,
+                cli_principal(),
+                InspectionAuditAction.CLI_SCAN,
+                object_type="scan",
+                details={
+                    "items": items,
+                    "customers_matched": len(matched),
+                    "directory_customers": len(self.index),
+                    "at_or_above_min_label": above,
+                },
+            )
+
+
+def load_directory_index() -> DirectoryIndex | None:
+    """The directory's EDM index, or None when there is no database or no customer yet.
+
+    A scan must not create a database as a side effect: a SQLite file that does not
+    exist, or a database never migrated, means "no directory".  A database behind the
+    code's schema is an error (`spillguard db upgrade`), as for every other command.
+    """
+    settings = load_settings()
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if not database or database == ":memory:" or not Path(database).exists():
+            return None
+    ctx = open_context(settings, upgrade_empty=False, missing_ok=True)
+    if ctx is None:
+        return None
+    with ctx.session() as session:
+        index = CachedDirectoryIndex.in_home(settings.home).load(
+            session, cli_principal(), ctx.keys
+        )
+    if len(index) == 0:
+        ctx.engine.dispose()
+        return None
+    return DirectoryIndex(ctx, index)
 
 
 # --- EDM from a CSV -------------------------------------------------------------------

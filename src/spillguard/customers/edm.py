@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
+from operator import or_
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -74,6 +76,10 @@ EDM_KEY_PURPOSE = "spillguard/v1/edm-field-hash"
 stored hash would stop matching."""
 
 DIGEST_BYTES = 8
+# Packing a primary digest with its customer number: ``(digest << 32) | number``.
+_SHIFT_LEFT_32 = (32).__rlshift__  # d -> d << 32
+_SHIFT_RIGHT_32 = (32).__rrshift__  # p -> p >> 32
+_LOW_32 = (0xFFFFFFFF).__and__  # p -> p & 0xFFFFFFFF
 _SEP = b"\x1f"
 _MAX_NGRAM_NAME = 3
 
@@ -189,6 +195,8 @@ class EdmIndexBuilder:
             )
             for kind in FieldKind
         }
+        # The kind's own normaliser rather than the dispatching ``normalise``: the same
+        # answers (a normaliser that raises is caught in hash_values, as in normalise).
         self._normalisers.update(
             {
                 FieldKind.EMAIL: normalise_email,
@@ -197,17 +205,71 @@ class EdmIndexBuilder:
                 FieldKind.FIRST_NAME: _normalise_name_part,
                 FieldKind.LAST_NAME: _normalise_name_part,
                 FieldKind.NAME: _normalise_name_part,
+                FieldKind.ADDRESS: normalise_address,
+                FieldKind.DATE_OF_BIRTH: partial(normalise_date, past=True, today=today),
+                FieldKind.CONTRACT_RENEWAL_DATE: partial(normalise_date, past=False, today=today),
+                FieldKind.CARD: normalise_card,
+                FieldKind.LOYALTY_NUMBER: partial(normalise_loyalty, loyalty=settings.loyalty),
             }
         )
 
     def add(self, customer_id: str, values: Mapping[FieldKind, str | Iterable[str]]) -> None:
         """Add one customer; ``values`` maps kinds to raw values as found in the list."""
-        hashed = self.hash_values(values)
-        self.add_hashed(
-            customer_id,
-            {d for k, d in hashed if k in PRIMARY},
-            {d for k, d in hashed if k not in PRIMARY},
-        )
+        primaries, supporting = self._split_digests(values)
+        self.add_hashed(customer_id, primaries, supporting)
+
+    def _split_digests(
+        self, values: Mapping[FieldKind, str | Iterable[str]]
+    ) -> tuple[set[int], set[int]]:
+        """The digests of :meth:`hash_values`, split into primary and supporting.
+
+        The same normalisers, pairs and counts, with the HMAC written out (the pads'
+        copies as :class:`FieldHasher` does) and no (kind, digest) pairs built: this is
+        the per-customer cost of an index build.  A unit test compares the two.
+        """
+        invalid = self.stats.invalid
+        normalisers = self._normalisers
+        prefixes = self._hash._prefixes
+        inner_pad = self._hash._inner
+        outer_pad = self._hash._outer
+        primaries: set[int] = set()
+        supporting: set[int] = set()
+        names: dict[FieldKind, str] = {}
+
+        def digest(prefix: bytes, value: str) -> int:
+            inner = inner_pad.copy()
+            inner.update(prefix + value.encode())
+            outer = outer_pad.copy()
+            outer.update(inner.digest())
+            return int.from_bytes(outer.digest()[:DIGEST_BYTES], "big")
+
+        for kind, raw in values.items():
+            items = (raw,) if isinstance(raw, str) else raw
+            normaliser = normalisers[kind]
+            for item in items:
+                if not item or not item.strip():
+                    continue
+                try:
+                    value = normaliser(item)
+                except Exception:  # a bad value is counted, never fatal
+                    value = None
+                if value is None:
+                    invalid[kind.value] = invalid.get(kind.value, 0) + 1
+                    continue
+                if kind in PRIMARY:
+                    primaries.add(digest(prefixes[kind], value))
+                    continue
+                if kind is FieldKind.NAME:
+                    for pair_kind, pair_value in hash_inputs(kind, value):
+                        supporting.add(digest(prefixes[pair_kind], pair_value))
+                    continue
+                if kind in _SUPPORT_NAME_KINDS:
+                    names.setdefault(kind, value)
+                supporting.add(digest(prefixes[kind], value))
+        if len(names) == 2:  # first and last name columns also make a full name
+            full = f"{names[FieldKind.FIRST_NAME]} {names[FieldKind.LAST_NAME]}"
+            supporting.add(digest(prefixes[FieldKind.NAME], full))
+        return primaries, supporting
 
     def hash_values(
         self, values: Mapping[FieldKind, str | Iterable[str]]
@@ -307,12 +369,16 @@ class EdmIndexBuilder:
                 raise InvalidInput(f"customer id {customer_id!r} appears more than once")
             self._seen.add(customer_id)
         self._ids.extend(part.ids)
+        if len(part.primary) != len(part.owners):
+            raise ValueError("an EDM worker returned mismatched primary arrays")
+        # (digest << 32) | (base + owner), and offsets moved by ``start``: written with
+        # C-level maps (no Python frame per value), a million customers' worth adds up.
         self._primary.extend(
-            (d << 32) | (base + n) for d, n in zip(part.primary, part.owners, strict=True)
+            map(or_, map(_SHIFT_LEFT_32, part.primary), map(base.__add__, part.owners))
         )
         start = len(self._support)
         self._support.extend(part.support)
-        self._offsets.extend(start + o for o in part.offsets[1:])
+        self._offsets.extend(map(start.__add__, part.offsets[1:]))
         stats, other = self.stats, part.stats
         stats.customers += other.customers
         stats.primary_values += other.primary_values
@@ -324,8 +390,8 @@ class EdmIndexBuilder:
     def build(self) -> EdmIndex:
         """The finished index; the builder must not be used afterwards."""
         self._primary.sort()
-        keys = array("Q", (p >> 32 for p in self._primary))
-        owners = array("I", (p & 0xFFFFFFFF for p in self._primary))
+        keys = array("Q", map(_SHIFT_RIGHT_32, self._primary))
+        owners = array("I", map(_LOW_32, self._primary))
         self._primary = []
         self._seen = set()
         index = EdmIndex(
@@ -380,8 +446,8 @@ def _hash_chunk(batch: list[tuple[str, Mapping[FieldKind, str | Iterable[str]]]]
     packed = builder._primary
     return _Chunk(
         ids=builder._ids,
-        primary=array("Q", (p >> 32 for p in packed)),
-        owners=array("I", (p & 0xFFFFFFFF for p in packed)),
+        primary=array("Q", map(_SHIFT_RIGHT_32, packed)),
+        owners=array("I", map(_LOW_32, packed)),
         support=builder._support,
         offsets=builder._offsets,
         stats=builder.stats,
@@ -441,6 +507,41 @@ class EdmIndex:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    def parts(self) -> dict[str, Any]:
+        """The index's data, for :mod:`spillguard.customers.snapshot` (no copy made)."""
+        return {
+            "ids": self._ids,
+            "primary_keys": self._primary_keys,
+            "primary_owners": self._primary_owners,
+            "support": self._support,
+            "offsets": self._offsets,
+        }
+
+    @classmethod
+    def from_parts(
+        cls,
+        *,
+        keyring: KeyRing,
+        settings: EdmSettings,
+        ids: list[str],
+        primary_keys: array[int],
+        primary_owners: array[int],
+        support: array[int],
+        offsets: array[int],
+        stats: BuildStats,
+    ) -> EdmIndex:
+        """An index from :meth:`parts` saved earlier (the arrays are used as given)."""
+        return cls(
+            keyring=keyring,
+            settings=settings,
+            ids=ids,
+            primary_keys=primary_keys,
+            primary_owners=primary_owners,
+            support=support,
+            offsets=offsets,
+            stats=stats,
+        )
 
     def nbytes(self) -> int:
         """Bytes held by the hash arrays (without the customer-id strings)."""

@@ -99,6 +99,7 @@ def normalise_email(value: str) -> str | None:
 
 _PHONE_JUNK = str.maketrans("", "", " \t-.()/\u00a0")
 _PHONE_CHARS = frozenset("0123456789+ \t-.()/\u00a0")
+_PLAIN_NUMBER_CHARS = frozenset("0123456789 -./")
 
 
 def _valid_national(country_code: int, national: str) -> bool:
@@ -127,10 +128,17 @@ def normalise_phone(value: str, region: str = "GB") -> str | None:
             national = compact[4:]
         elif compact.startswith("0") and not compact.startswith("00"):
             national = compact[1:]
+        elif set(text) <= _PLAIN_NUMBER_CHARS and not compact.startswith(("0", "44", "180020")):
+            # Digits without +, 00 or trunk 0 (a card, an order number…): libphonenumber
+            # reads them as a national number as written (nothing to strip: no country
+            # code 44, no national prefix 0 or 180020), so the plan decides here too.
+            national = compact
         else:
             return _normalise_phone_slow(text, region)
-        if not national.isdigit() or national.startswith("0"):
-            return None
+        if not national.isdigit() or national.startswith(("0", "180020")):
+            # "+44 07700…": libphonenumber strips a national prefix (0 or 180020) that
+            # follows the country code; it decides these itself.
+            return _normalise_phone_slow(text, region)
         if (len(national) == 10 and national[:7] in _DRAMA) or _valid_national(44, national):
             return "+44" + national
         return None
@@ -197,6 +205,10 @@ _NOT_ALNUM = re.compile(r"[\W_]+")
 
 def _fold(value: str) -> str:
     """NFKC, case-folded, accents removed (``Zoë`` meets ``Zoe``), apostrophes dropped."""
+    if value.isascii():
+        # ASCII is its own NFKC form and case-folds as it lower-cases; of the
+        # apostrophes only ' and ` are ASCII.
+        return value.lower().replace("'", "").replace("`", "")
     text = unicodedata.normalize("NFKC", value).casefold()
     if not text.isascii():
         decomposed = unicodedata.normalize("NFKD", text)
@@ -246,6 +258,7 @@ _ADDRESS_WORDS = {
     "flt": "flat",
 }
 MAX_ADDRESS_TOKENS = 8
+_FIRST_LINE_END = re.compile(r"[,\n;]")
 
 
 def address_tokens(value: str) -> list[str]:
@@ -261,7 +274,7 @@ def normalise_address(value: str) -> str | None:
     postcode are separate, commoner facts.  Lines of one word or more than
     :data:`MAX_ADDRESS_TOKENS` words are refused (too vague or not an address line).
     """
-    first = re.split(r"[,\n;]", value.strip(), maxsplit=1)[0]
+    first = _FIRST_LINE_END.split(value.strip(), maxsplit=1)[0]
     tokens = address_tokens(first)
     if not 2 <= len(tokens) <= MAX_ADDRESS_TOKENS:
         return None
@@ -393,6 +406,7 @@ def _compile_loyalty(pattern: str) -> re.Pattern[str]:
 
 
 _DEFAULT_LOYALTY = LoyaltyFormat()
+_NOT_ASCII_DIGIT = re.compile(r"[^0-9]")
 
 
 def normalise_loyalty(value: str, loyalty: LoyaltyFormat = _DEFAULT_LOYALTY) -> str | None:
@@ -400,7 +414,7 @@ def normalise_loyalty(value: str, loyalty: LoyaltyFormat = _DEFAULT_LOYALTY) -> 
     text = value.strip()
     if not text or len(text) > 64 or not loyalty.compiled().fullmatch(text):
         return None
-    digits = "".join(ch for ch in text if "0" <= ch <= "9")
+    digits = _NOT_ASCII_DIGIT.sub("", text)
     if not digits or (loyalty.check_digit == "luhn" and not luhn(digits)):
         return None
     return digits

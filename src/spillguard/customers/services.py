@@ -34,12 +34,17 @@ from typing import IO, Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from spillguard.core.audit import record_event
-from spillguard.core.db import utcnow
-from spillguard.core.errors import DomainError, InvalidInput, NotFound, PermissionDenied
+from spillguard.core.db import insert_rows, utcnow
+from spillguard.core.errors import (
+    ContentTooLarge,
+    DomainError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+)
 from spillguard.core.keys import KeyPurpose, KeyRing
 from spillguard.core.roles import Permission, Principal, Role
 from spillguard.customers.columns import ColumnMapping, map_columns
@@ -63,6 +68,7 @@ __all__ = [
     "CustomerImportService",
     "EdmIndexLoader",
     "ImportCounts",
+    "ImportRunNotFound",
     "RevealedContact",
 ]
 
@@ -89,6 +95,10 @@ class ContactUnreadable(DomainError):
 
 
 class CustomerNotFound(NotFound):
+    pass
+
+
+class ImportRunNotFound(NotFound):
     pass
 
 
@@ -281,24 +291,6 @@ class _Source:
             self._owned.close()
 
 
-def _insert_values(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
-    """Insert many rows: COPY on PostgreSQL (psycopg's executemany sends a statement per
-    row), executemany on SQLite (fast there)."""
-    if not rows:
-        return
-    if conn.dialect.name != "postgresql":
-        conn.execute(insert(table), rows)  # type: ignore[arg-type]
-        return
-    names = list(rows[0])
-    columns = ", ".join(f'"{n}"' for n in names)
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    statement = f'COPY "{table.name}" ({columns}) FROM STDIN'
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[attr-defined]
-        for row in rows:
-            copy.write_row([row[n] for n in names])
-
-
 class CustomerImportService:
     """Imports a customer list: keyed hashes, encrypted contacts, counts, one audit event."""
 
@@ -335,6 +327,32 @@ class CustomerImportService:
             return self._import(src, id_column, overrides)
         finally:
             src.close()
+
+    def import_upload(
+        self,
+        stream: IO[bytes],
+        *,
+        size: int,
+        max_bytes: int,
+        file_name: str,
+        id_column: str | None = None,
+        overrides: Sequence[str] = (),
+    ) -> ImportRun:
+        """Import an uploaded CSV (API and console) of at most ``max_bytes`` bytes.
+
+        The import runs in the request, so uploads are capped (setting
+        ``customers_import_max_upload_bytes``); larger lists go through the CLI.
+        """
+        self.principal.require(Permission.CUSTOMERS_IMPORT)
+        if size > max_bytes:
+            raise ContentTooLarge(
+                f"{file_name} is {size:,} bytes; this server imports at most {max_bytes:,} "
+                "bytes over the web (setting customers_import_max_upload_bytes). Use "
+                "`spillguard customers import` for larger lists."
+            )
+        return self.import_csv(
+            stream, id_column=id_column, overrides=overrides, file_name=file_name
+        )
 
     def _import(self, src: _Source, id_column: str | None, overrides: Sequence[str]) -> ImportRun:
         started = utcnow()
@@ -521,7 +539,7 @@ class CustomerImportService:
             for rid, r in stored
             for kind, packed in r.hashes.items()
         ]
-        _insert_values(conn, CustomerFieldHash.__table__, hash_rows)
+        insert_rows(conn, CustomerFieldHash.__table__, hash_rows)
         contact_rows: list[dict[str, Any]] = [
             {
                 "customer_id": rid,
@@ -537,7 +555,7 @@ class CustomerImportService:
         for contact_row in contact_rows:  # executemany needs the same keys in every row
             for name in CONTACT_FIELDS:
                 contact_row.setdefault(name, None)
-        _insert_values(conn, CustomerContact.__table__, contact_rows)
+        insert_rows(conn, CustomerContact.__table__, contact_rows)
 
     def _remove(self, ids: list[int]) -> None:
         now = utcnow()
@@ -727,6 +745,14 @@ class CustomerDirectoryService:
         return DirectoryStats(
             int(active or 0), int(removed or 0), int(with_contact or 0), by_kind, last
         )
+
+    def import_run(self, run_id: int) -> ImportRun:
+        """One import run (counts and mapping, never a value)."""
+        self.principal.require(Permission.CUSTOMERS_VIEW)
+        run = self.session.get(ImportRun, run_id)
+        if run is None:
+            raise ImportRunNotFound(f"There is no customer import {run_id}.")
+        return run
 
     def imports(self, *, limit: int, offset: int) -> tuple[list[ImportRun], int]:
         self.principal.require(Permission.CUSTOMERS_VIEW)

@@ -43,8 +43,9 @@ from spillguard.inspection.backends import (
     TooManyCandidates,
     hyperscan_available,
 )
+from spillguard.inspection.context import ContextIndex, ContextTable, ContextWords, context_words
 from spillguard.inspection.detectors import Detector, DetectorSettings, build_detectors
-from spillguard.inspection.detectors.base import is_glued, separator_subspans
+from spillguard.inspection.detectors.base import TOKEN_CHARS, is_glued, separator_subspans
 from spillguard.inspection.masking import mask
 
 __all__ = [
@@ -67,6 +68,9 @@ DEFAULT_TIMEOUT = 30.0
 MAX_HEADER_LABEL = 40
 DEFAULT_MAX_CANDIDATES = 2_000_000
 _CHECK_EVERY = 512
+# A text with more candidates than one per this many characters has its context words
+# found once for the whole text (:class:`ContextIndex`) rather than once per candidate.
+_DENSE_CHARS_PER_CANDIDATE = 64
 
 
 class _Unset:
@@ -171,6 +175,84 @@ class Finding:
         }
 
 
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
+def _make_finding(
+    entity: str,
+    detector: str,
+    start: int,
+    end: int,
+    confidence: float,
+    context: bool,
+    value: str,
+    region: str,
+) -> Finding:
+    """A :class:`Finding` equal to ``Finding(entity=…, …)``, without the frozen
+    dataclass's field-by-field ``__init__`` (a dense export makes thousands)."""
+    finding = _new_object(Finding)
+    _set_attribute(
+        finding,
+        "__dict__",
+        {
+            "entity": entity,
+            "detector": detector,
+            "start": start,
+            "end": end,
+            "confidence": confidence,
+            "context": context,
+            "value": value,
+            "region": region,
+        },
+    )
+    return finding
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What :meth:`InspectionEngine._findings` needs of one detector, read once."""
+
+    detector: Detector
+    entity: str
+    refine: Any
+    standalone: bool
+    validate: Any
+    split: bool
+    context_re: Any
+    words: ContextWords | None
+    before: int
+    after: int
+    requires_context: bool
+    with_context: float
+    without_context: float
+
+
+def _plan(detector: Detector) -> _Plan | None:
+    """The detector's parts for the fast loop; ``None`` for a subclass that changes how
+    context or confidence are decided (it goes through :meth:`_confirm`)."""
+    if (
+        type(detector).has_context is not Detector.has_context
+        or type(detector).score is not Detector.score
+    ):
+        return None
+    return _Plan(
+        detector=detector,
+        entity=str(detector.entity),
+        refine=detector.refine,
+        standalone=detector.standalone,
+        validate=detector.validate,
+        split=detector.split_on_failure,
+        context_re=detector._context_re,
+        words=context_words(detector.context_words) if detector._context_re else None,
+        before=detector.context_before,
+        after=detector.context_after,
+        requires_context=detector.requires_context,
+        with_context=detector.score(True),
+        without_context=detector.score(False),
+    )
+
+
 @dataclass(frozen=True)
 class ScanResult:
     """The inspection of one text: status, findings, and why if it was not inspected."""
@@ -230,6 +312,10 @@ class InspectionEngine:
         self._clock = clock
         self.fallback_reason: str | None = None
         self._backend = self._make_backend(backend, [d.pattern for d in self.detectors])
+        self._plans = tuple(_plan(d) for d in self.detectors)
+        self._entities = tuple(str(d.entity) for d in self.detectors)
+        self._names = tuple(d.name for d in self.detectors)
+        self._context_table = ContextTable([p.words if p else None for p in self._plans])
 
     def _make_backend(self, choice: BackendChoice, patterns: list[str]) -> ScanBackend:
         if choice != "auto":
@@ -298,18 +384,107 @@ class InspectionEngine:
             offsets = None
         else:
             offsets = _char_offsets(data, (o for _i, s, e in raw for o in (s, e)))
-        found: list[tuple[Finding, int]] = []
-        for count, (index, byte_start, byte_end) in enumerate(raw, 1):
+        index: ContextIndex | None = None
+        if (
+            self._context_table.leading is not None
+            and len(raw) * _DENSE_CHARS_PER_CANDIDATE > len(text)
+            and text.isascii()
+        ):
+            index = ContextIndex(text.lower(), self._context_table)
+        plans = self._plans
+        length = len(text)
+        minimum = self.min_confidence
+        # (-confidence, start - end, start, detector index, order, end, context, value):
+        # sorted, the ranking of _resolve_overlaps, ties kept in the order found.
+        found: list[tuple[float, int, int, int, int, int, bool, str]] = []
+        for count, (number, byte_start, byte_end) in enumerate(raw, 1):
             if count % _CHECK_EVERY == 0:
                 deadline.check()
             if offsets is None:
                 start, end = byte_start, byte_end
             else:
                 start, end = offsets[byte_start], offsets[byte_end]
-            finding = self._confirm(self.detectors[index], text, start, end)
-            if finding is not None:
-                found.append((finding, index))
-        return _resolve_overlaps(found)
+            plan = plans[number]
+            if plan is None:
+                finding = self._confirm(self.detectors[number], text, start, end)
+                if finding is not None:
+                    found.append(
+                        (
+                            -finding.confidence,
+                            finding.start - finding.end,
+                            finding.start,
+                            number,
+                            len(found),
+                            finding.end,
+                            finding.context,
+                            finding.value,
+                        )
+                    )
+                continue
+            # The steps of _confirm, with the detector's parts read once.
+            if plan.refine is not None:
+                span = plan.refine(text, start, end)
+                if span is None:
+                    continue
+                start, end = span
+            if (
+                plan.standalone
+                and (
+                    (start > 0 and text[start - 1] in TOKEN_CHARS)
+                    or (end < length and text[end] in TOKEN_CHARS)
+                )
+                and is_glued(text, start, end)
+            ):
+                continue
+            candidate = text[start:end]
+            value = plan.validate(candidate)
+            if value is None:
+                if not plan.split:
+                    continue
+                for sub_start, sub_end in separator_subspans(candidate):
+                    value = plan.validate(candidate[sub_start:sub_end])
+                    if value is not None:
+                        start, end = start + sub_start, start + sub_end
+                        break
+                if value is None:
+                    continue
+            context = False
+            if plan.context_re is not None:
+                low = start - plan.before
+                high = end + plan.after
+                answer = None
+                if index is not None:
+                    answer = index.has_context(number, low, high)
+                if answer is None:
+                    window = text[max(0, low) : high]
+                    answer = plan.context_re.search(window) is not None
+                context = answer
+            if context:
+                confidence = plan.with_context
+            elif plan.requires_context:
+                continue
+            else:
+                confidence = plan.without_context
+            if confidence < minimum:
+                continue
+            found.append((-confidence, start - end, start, number, len(found), end, context, value))
+        kept = _resolve_ranked(found)
+        region = self.region
+        entities = self._entities
+        names = self._names
+        return [
+            _make_finding(
+                entities[number],
+                names[number],
+                start,
+                end,
+                -negative,
+                context,
+                value,
+                region,
+            )
+            for negative, _length, start, number, _order, end, context, value in kept
+        ]
 
     def _confirm(self, detector: Detector, text: str, start: int, end: int) -> Finding | None:
         """Refine, validate and score one candidate; ``None`` when it is not a finding."""
@@ -422,6 +597,29 @@ def _char_offsets(data: bytes, offsets: Iterable[int]) -> dict[int, int]:
         previous_byte = offset
         mapping[offset] = previous_char
     return mapping
+
+
+def _resolve_ranked(
+    found: list[tuple[float, int, int, int, int, int, bool, str]],
+) -> list[tuple[float, int, int, int, int, int, bool, str]]:
+    """:func:`_resolve_overlaps` over the engine's candidate tuples
+    ``(-confidence, start - end, start, detector, order, end, context, value)``: the
+    same ranking (the order breaks ties as a stable sort would), the same choices."""
+    starts: list[int] = []
+    ends: list[int] = []
+    kept: list[tuple[float, int, int, int, int, int, bool, str]] = []
+    for item in sorted(found):
+        start = item[2]
+        end = item[5]
+        at = bisect.bisect_left(starts, start)
+        if at > 0 and ends[at - 1] > start:
+            continue
+        if at < len(kept) and starts[at] < end:
+            continue
+        starts.insert(at, start)
+        ends.insert(at, end)
+        kept.insert(at, item)
+    return kept
 
 
 def _resolve_overlaps(found: list[tuple[Finding, int]]) -> list[Finding]:

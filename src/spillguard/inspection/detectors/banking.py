@@ -46,6 +46,7 @@ _ACCOUNT = re.compile(r"(?<![0-9A-Za-z])\d{8}(?![0-9A-Za-z])")
 
 _IBAN_SHAPE = re.compile(r"[A-Z]{2}\d{2}[A-Z0-9]{11,30}")
 _BASE36 = {ch: str(int(ch, 36)) for ch in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+_BASE36_TABLE = str.maketrans({ch: value for ch, value in _BASE36.items() if not ch.isdigit()})
 
 
 def validate_iban(candidate: str) -> str | None:
@@ -56,7 +57,13 @@ def validate_iban(candidate: str) -> str | None:
     # prose is retried on every sub-span).
     if _IBAN_SHAPE.fullmatch(value) is None:
         return None
-    if int("".join(_BASE36[ch] for ch in value[4:] + value[:4])) % 97 != 1:
+    ascii_only = value.isascii()
+    rearranged = value[4:] + value[:4]
+    if ascii_only:
+        numeric = rearranged.translate(_BASE36_TABLE)
+    else:  # other scripts' digits (\d match them): the per-character way, as before
+        numeric = "".join(_BASE36[ch] for ch in rearranged)
+    if int(numeric) % 97 != 1:
         return None
     rules = _country_rules(value[:2])
     if rules is None:
@@ -65,7 +72,11 @@ def validate_iban(candidate: str) -> str | None:
         structure, national = rules
         valid = structure is not None and structure.match(value[4:]) is not None
         valid = valid and (national is None or bool(national.is_valid(value)))
-    return str(_iban.compact(value)) if valid else None
+    if not valid:
+        return None
+    # stdnum's compact changes nothing in an ASCII value of this shape: its character
+    # map touches no ASCII letter or digit, no separator is left, it is upper case.
+    return value if ascii_only else str(_iban.compact(value))
 
 
 @lru_cache(maxsize=512)

@@ -27,6 +27,8 @@ the sort code of a bank account) and the rest is found by looking around it.
 _JOINERS = frozenset("-_/#\\")
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _TOKEN_CHARS = _ALNUM | _JOINERS
+TOKEN_CHARS = _TOKEN_CHARS
+"""Letters, digits and joiners: a candidate next to none of them is not glued."""
 _GLUE_REACH = 32
 _SEPARATORS = frozenset(" -")
 

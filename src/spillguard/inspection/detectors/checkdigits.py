@@ -9,6 +9,7 @@ defined here because stdnum has no general form of it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import mul
 
 from stdnum import luhn as _luhn
 from stdnum import verhoeff as _verhoeff
@@ -17,9 +18,22 @@ from stdnum.iso7064 import mod_97_10 as _mod_97_10
 CheckDigit = Callable[[str], bool]
 
 
+# A digit's contribution when doubled: 2d, less 9 when that has two digits.
+_DOUBLED = {str(d): (2 * d) // 10 + (2 * d) % 10 for d in range(10)}
+_DIGIT = {str(d): d for d in range(10)}
+
+
 def luhn(value: str) -> bool:
     """Luhn (ISO/IEC 7812-1): payment cards, IMEIs, many loyalty cards."""
-    return value.isdigit() and len(value) >= 2 and bool(_luhn.is_valid(value))
+    if not value.isdigit() or len(value) < 2:
+        return False
+    if not value.isascii():  # other scripts' digits: python-stdnum decides (it refuses)
+        return bool(_luhn.is_valid(value))
+    # Same sum as python-stdnum's checksum: from the right, every second digit doubled.
+    total = sum(map(_DIGIT.__getitem__, value[::-2])) + sum(
+        map(_DOUBLED.__getitem__, value[-2::-2])
+    )
+    return total % 10 == 0
 
 
 def mod11(value: str) -> bool:
@@ -31,7 +45,7 @@ def mod11(value: str) -> bool:
     if not value.isdigit() or len(value) < 2:
         return False
     payload, check = value[:-1], int(value[-1])
-    total = sum(int(d) * w for d, w in zip(payload, range(len(payload) + 1, 1, -1), strict=True))
+    total = sum(map(mul, map(int, payload), range(len(payload) + 1, 1, -1)))
     expected = 11 - total % 11
     if expected == 11:
         expected = 0

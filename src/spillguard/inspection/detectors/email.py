@@ -44,7 +44,7 @@ def validate(candidate: str) -> str | None:
         return None
     if local[0] == "." or local[-1] == "." or ".." in local:
         return None
-    if any(ch not in _LOCAL_CHARS for ch in local):
+    if not _LOCAL_CHARS.issuperset(local):
         return None
     labels = domain.lower().split(".")
     if len(labels) < 2:
@@ -52,7 +52,7 @@ def validate(candidate: str) -> str | None:
     for label in labels:
         if not 1 <= len(label) <= 63 or label[0] == "-" or label[-1] == "-":
             return None
-        if any(ch not in _LABEL_CHARS for ch in label):
+        if not _LABEL_CHARS.issuperset(label):
             return None
     if not labels[-1].isalpha():
         return None

@@ -31,10 +31,14 @@ UNSPACED_PATTERN = r"\b\d{10}\b"
 
 def validate(candidate: str) -> str | None:
     """The NHS number as ten digits, if laid out 3-3-4 (or unbroken) and mod 11 holds."""
-    separators = [ch for ch in candidate if ch in " -"]
-    if separators and (len(separators) != 2 or separators[0] != separators[1]):
+    spaces = candidate.count(" ")
+    hyphens = candidate.count("-")
+    # No separator, or exactly two of one kind.
+    if (spaces or hyphens) and (spaces, hyphens) not in ((2, 0), (0, 2)):
         return None
-    number = digits_of(candidate)
+    number = candidate.replace(" ", "").replace("-", "") if spaces or hyphens else candidate
+    if not (number.isascii() and number.isdigit()):
+        number = digits_of(candidate)
     if len(number) != 10 or len(set(number)) == 1 or not mod11(number):
         return None
     return number

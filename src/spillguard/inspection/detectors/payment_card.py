@@ -9,12 +9,7 @@ than 16 digits (12-digit parcel and order numbers would pass).
 
 from __future__ import annotations
 
-from spillguard.inspection.detectors.base import (
-    Detector,
-    Entity,
-    digits_of,
-    single_separator_style,
-)
+from spillguard.inspection.detectors.base import Detector, Entity, digits_of
 from spillguard.inspection.detectors.checkdigits import luhn
 
 CONTEXT_WORDS = (
@@ -72,9 +67,16 @@ SCHEMES: tuple[tuple[str, str, str, tuple[int, ...]], ...] = (
 )
 
 
+# The schemes whose IIN range can hold a number starting with each digit (every range's
+# bounds share their first digit), so a number is compared with a few ranges, not all.
+_BY_FIRST_DIGIT = {
+    digit: tuple(s for s in SCHEMES if s[1][0] <= digit <= s[2][0]) for digit in "0123456789"
+}
+
+
 def card_scheme(number: str) -> str | None:
     """The scheme issuing ``number`` (digits only) at its length, or ``None``."""
-    for scheme, low, high, lengths in SCHEMES:
+    for scheme, low, high, lengths in _BY_FIRST_DIGIT.get(number[:1], SCHEMES):
         if len(number) in lengths and low <= number[: len(low)] <= high:
             return scheme
     return None
@@ -84,15 +86,22 @@ def validate(candidate: str) -> str | None:
     """The card number as digits, if Luhn-valid with a current IIN and length."""
     # Every scheme issues 14 to 19 digits: a cheap length test first, since a long run
     # of digit groups is retried on each of its sub-spans.
-    if not 14 <= len(candidate) - candidate.count(" ") - candidate.count("-") <= 19:
+    spaces = candidate.count(" ")
+    hyphens = candidate.count("-")
+    if not 14 <= len(candidate) - spaces - hyphens <= 19:
         return None
-    if not single_separator_style(candidate):
+    if spaces and hyphens:  # one separator style (single_separator_style)
         return None
-    groups = candidate.replace("-", " ").split(" ")
-    # Printed cards group digits in threes to sixes; only the last group may be short.
-    if len(groups) > 1 and any(not 3 <= len(group) <= 8 for group in groups[:-1]):
-        return None
-    number = digits_of(candidate)
+    if spaces or hyphens:
+        groups = candidate.split(" " if spaces else "-")
+        # Printed cards group digits in threes to sixes; only the last group may be short.
+        if any(not 3 <= len(group) <= 8 for group in groups[:-1]):
+            return None
+        number = candidate.replace(" " if spaces else "-", "")
+    else:
+        number = candidate
+    if not (number.isascii() and number.isdigit()):
+        number = digits_of(candidate)
     if card_scheme(number) is None or not luhn(number):
         return None
     return number
