@@ -1,0 +1,376 @@
+"""The log in the database: the sequencer, stored-node reads, checkpoints, witnessing.
+
+The **sequencer** appends every committed audit event that is not yet in the log, in id
+order as of the moment it runs, each exactly once, at dense positions 0..n-1. Event ids
+come from a database sequence and transactions commit out of order, so an event with a
+smaller id can become visible after a larger one was logged: each run therefore looks at
+every event above the largest id logged *and* at recent events not yet logged (those that
+occurred up to :data:`STRAGGLER_WINDOW` before the previous run), so a late committer is
+appended by the next run, after the events that overtook it.
+
+Two sequencers never both append: the scheduled job and ``spillguard audit sequence``
+both hold the ``audit.sequencer`` lease of ``job_leases`` (core.jobs) while they run, and
+as a backstop the state row is updated only if the size is still the one the run started
+from, and positions and event ids are unique, so a racing run fails and rolls back.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import structlog
+from sqlalchemy import and_, event, exists, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from spillguard.audit.checkpoints import (
+    Signer,
+    checkpoint_body,
+    checkpoint_text,
+    origin_for,
+)
+from spillguard.audit.merkle import (
+    HASH_SIZE,
+    CompactRange,
+    Range,
+    leaf_hash,
+    perfect_subtrees,
+    proof_from_ranges,
+)
+from spillguard.audit.models import STATE_ROW, Checkpoint, LogLeaf, LogNode, LogState
+from spillguard.core.audit import canonical_bytes
+from spillguard.core.db import affected, insert_rows, transaction, utcnow
+from spillguard.core.jobs import OWNER, Job, claim, finish
+from spillguard.core.keys import KeyRing
+from spillguard.core.models import AuditEvent
+from spillguard.core.settings import Settings
+
+log = structlog.get_logger("spillguard.audit")
+
+JOB_NAME = "audit.sequencer"
+STRAGGLER_WINDOW = timedelta(hours=1)
+"""How long before a sequencing run an event may have occurred and still be committed
+after it: its transaction's longest plausible duration. ``audit verify`` reports an event
+missing from the log that occurred earlier than this before the last run."""
+BATCH = 5000
+LEASE_SECONDS = 600.0
+WITNESS_FILE = "audit-checkpoints.txt"
+
+
+class SequencerBusy(Exception):
+    """Another process holds the sequencer lease."""
+
+
+class ConcurrentAppend(Exception):
+    """The log grew while this run was appending: another sequencer won; nothing was kept."""
+
+
+class LogCorrupt(Exception):
+    """A node a proof needs is missing from the store."""
+
+
+# --- reading stored nodes ------------------------------------------------------------
+
+
+def event_leaf(event: Any) -> bytes:
+    """The leaf hash of an event row (an ``AuditEvent`` or a row with the same columns)."""
+    return leaf_hash(canonical_bytes(cast(AuditEvent, event)))
+
+
+def read_nodes(session: Session, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """Fetch stored perfect-subtree hashes: level 0 from the leaves, above from the nodes."""
+    pairs = set(wanted)
+    found: dict[tuple[int, int], bytes] = {}
+    leaves = [i for level, i in pairs if level == 0]
+    for start in range(0, len(leaves), 500):
+        for position, h in session.execute(
+            select(LogLeaf.position, LogLeaf.leaf_hash).where(
+                LogLeaf.position.in_(leaves[start : start + 500])
+            )
+        ):
+            found[(0, position)] = bytes(h)
+    by_level: dict[int, list[int]] = {}
+    for level, index in sorted(p for p in pairs if p[0] > 0):
+        by_level.setdefault(level, []).append(index)
+    if by_level:
+        # One "level = L AND index IN (…)" per level: both databases use the primary key
+        # for that (SQLite scans the table for a row-value IN).
+        for level, index, h in session.execute(
+            select(LogNode.level, LogNode.index, LogNode.hash).where(
+                or_(
+                    *(
+                        and_(LogNode.level == lv, LogNode.index.in_(ix))
+                        for lv, ix in by_level.items()
+                    )
+                )
+            )
+        ):
+            found[(level, index)] = bytes(h)
+    return found
+
+
+def stored_proof(session: Session, ranges: list[Range]) -> list[bytes]:
+    """The proof nodes for ``ranges`` (from merkle's *_ranges functions), from the store."""
+    wanted = [node for lo, hi in ranges for node in perfect_subtrees(lo, hi)]
+    found = read_nodes(session, wanted)
+
+    def read(level: int, index: int) -> bytes:
+        try:
+            return found[(level, index)]
+        except KeyError:
+            raise LogCorrupt(f"stored node (level {level}, index {index}) is missing") from None
+
+    return proof_from_ranges(ranges, read)
+
+
+def stored_root(session: Session, size: int) -> bytes:
+    """The root hash of the first ``size`` entries, from stored nodes."""
+    if size == 0:
+        return CompactRange().root()
+    return stored_proof(session, [(0, size)])[0]
+
+
+def frontier_at(session: Session, size: int) -> CompactRange:
+    """A compact range of the first ``size`` entries, from stored nodes."""
+    nodes = perfect_subtrees(0, size)
+    found = read_nodes(session, nodes)
+    missing = [n for n in nodes if n not in found]
+    if missing:
+        level, index = missing[0]
+        raise LogCorrupt(f"stored node (level {level}, index {index}) is missing")
+    return CompactRange(size, [found[n] for n in nodes])
+
+
+# --- state ---------------------------------------------------------------------------
+
+
+def get_state(session: Session) -> LogState:
+    """The log's state row, created empty on first use."""
+    state = session.get(LogState, STATE_ROW)
+    if state is None:
+        try:
+            with session.begin_nested():
+                session.add(LogState(id=STATE_ROW, size=0, frontier=b"", max_event_id=0))
+        except IntegrityError:
+            pass  # another process created it first
+        state = session.get(LogState, STATE_ROW)
+        assert state is not None
+    return state
+
+
+def split_frontier(blob: bytes) -> list[bytes]:
+    return [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)]
+
+
+# --- sequencing ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SequenceResult:
+    appended: int
+    size: int
+    checkpoint: Checkpoint | None
+
+    def __str__(self) -> str:
+        made = f", checkpoint at {self.checkpoint.tree_size}" if self.checkpoint else ""
+        return f"appended {self.appended}, size {self.size}{made}"
+
+
+def append_pending(session: Session, *, now: datetime, sweep: bool = False) -> tuple[int, int]:
+    """Append every committed event not yet in the log; return (appended, new size).
+
+    ``sweep`` considers every event, however old (``spillguard audit sequence --sweep``);
+    otherwise only events above the largest logged id and those that occurred up to
+    :data:`STRAGGLER_WINDOW` before the previous run.
+    """
+    state = get_state(session)
+    start_size = state.size
+    tree = CompactRange(state.size, split_frontier(state.frontier))
+    max_id = state.max_event_id
+    events = AuditEvent.__table__
+    unlogged = ~exists(select(LogLeaf.position).where(LogLeaf.event_id == events.c.id))
+    if sweep or state.last_run_at is None:
+        window = events.c.id > 0
+    else:
+        window = or_(
+            events.c.id > state.max_event_id,
+            events.c.occurred_at >= state.last_run_at - STRAGGLER_WINDOW,
+        )
+    after = 0
+    appended = 0
+    conn = session.connection()  # Core rows and executemany: the ORM layer adds nothing here
+    while True:
+        rows = conn.execute(
+            select(events)
+            .where(window, unlogged, events.c.id > after)
+            .order_by(events.c.id)
+            .limit(BATCH)
+        ).all()
+        if not rows:
+            break
+        leaves: list[dict[str, Any]] = []
+        nodes: list[dict[str, Any]] = []
+        for row in rows:
+            h = event_leaf(row)
+            position = tree.size
+            for node in tree.append(h):
+                if node.level:
+                    nodes.append({"level": node.level, "index": node.index, "hash": node.hash})
+            leaves.append(
+                {"position": position, "event_id": row.id, "leaf_hash": h, "sequenced_at": now}
+            )
+            max_id = max(max_id, row.id)
+        insert_rows(conn, LogLeaf.__table__, leaves)
+        insert_rows(conn, LogNode.__table__, nodes)
+        appended += len(rows)
+        after = rows[-1].id
+    done = session.execute(
+        update(LogState)
+        .where(LogState.id == STATE_ROW, LogState.size == start_size)
+        .values(
+            size=tree.size,
+            frontier=b"".join(tree.frontier),
+            max_event_id=max_id,
+            last_run_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if affected(done) != 1:
+        raise ConcurrentAppend("another sequencer appended to the log during this run")
+    session.expire(state)
+    return appended, tree.size
+
+
+def latest_checkpoint(session: Session) -> Checkpoint | None:
+    return session.scalar(select(Checkpoint).order_by(Checkpoint.tree_size.desc()).limit(1))
+
+
+def make_checkpoint(
+    session: Session, signer: Signer, settings: Settings, *, now: datetime, force: bool = False
+) -> Checkpoint | None:
+    """Sign the log's current size and root if it grew and the interval has passed."""
+    state = get_state(session)
+    latest = latest_checkpoint(session)
+    if state.size == 0 or (latest is not None and latest.tree_size >= state.size):
+        return None
+    interval = timedelta(seconds=settings.audit_checkpoint_interval_seconds)
+    if not force and latest is not None and latest.created_at > now - interval:
+        return None
+    root = CompactRange(state.size, split_frontier(state.frontier)).root()
+    origin = origin_for(settings.installation)
+    created = now.replace(microsecond=0)
+    body = checkpoint_body(origin, state.size, root, created)
+    checkpoint = Checkpoint(
+        tree_size=state.size,
+        root_hash=root,
+        created_at=created,
+        origin=origin,
+        key_id=signer.key.key_id,
+        signature=signer.sign(body.encode()),
+    )
+    session.add(checkpoint)
+    session.flush()
+    return checkpoint
+
+
+def text_of(checkpoint: Checkpoint, signer_key: Any) -> str:
+    """The signed-note text of a stored checkpoint."""
+    body = checkpoint_body(
+        checkpoint.origin, checkpoint.tree_size, checkpoint.root_hash, checkpoint.created_at
+    )
+    return checkpoint_text(body, signer_key, checkpoint.origin, checkpoint.signature)
+
+
+def witness_path(directory: Path) -> Path:
+    return directory / WITNESS_FILE
+
+
+def write_witness(directory: Path, text: str) -> None:
+    """Append one checkpoint to the witness file (created 0600), flushed to disk."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(witness_path(directory), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as handle:
+        handle.write(text + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def sequence(
+    session: Session,
+    keys: KeyRing,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    sweep: bool = False,
+    witness_dir: Path | None = None,
+) -> SequenceResult:
+    """One sequencing run inside the caller's transaction: append, then maybe checkpoint.
+
+    A new checkpoint is written to the witness directory only after the transaction
+    commits, so a witness never holds a checkpoint the database rolled back.
+    """
+    now = now or utcnow()
+    appended, size = append_pending(session, now=now, sweep=sweep)
+    signer = Signer(keys)
+    checkpoint = make_checkpoint(session, signer, settings, now=now)
+    directory = witness_dir or settings.audit_witness_dir
+    if checkpoint is not None and directory is not None:
+        text = text_of(checkpoint, signer.key)
+
+        def witness(_session: Session) -> None:
+            try:
+                write_witness(directory, text)
+            except OSError as exc:
+                log.error("audit_witness_failed", directory=str(directory), error=str(exc))
+
+        event.listen(session, "after_commit", witness, once=True)
+    return SequenceResult(appended, size, checkpoint)
+
+
+def sequencer_job(settings: Settings, keys: KeyRing) -> Job:
+    """The scheduled sequencer; core.jobs' lease makes it run in one process at a time."""
+    return Job(
+        JOB_NAME,
+        settings.audit_sequence_interval_seconds,
+        lambda session: sequence(session, keys, settings),
+        lease_seconds=LEASE_SECONDS,
+    )
+
+
+def run_sequencer(
+    factory: sessionmaker[Session],
+    keys: KeyRing,
+    settings: Settings,
+    *,
+    sweep: bool = False,
+    witness_dir: Path | None = None,
+    owner: str = OWNER,
+    run: Callable[..., SequenceResult] = sequence,
+) -> SequenceResult:
+    """Run the sequencer now (CLI, tests) under the same lease as the scheduled job.
+
+    Raises :class:`SequencerBusy` when another process holds the lease.
+    """
+    job = Job(JOB_NAME, 0, lambda _s: None, lease_seconds=LEASE_SECONDS)
+    with transaction(factory) as session:
+        if not claim(session, job, owner):
+            raise SequencerBusy("another process is sequencing the audit log; try again")
+    outcome = "failed"
+    try:
+        with transaction(factory) as session:
+            result = run(session, keys, settings, sweep=sweep, witness_dir=witness_dir)
+        outcome = f"ok {result}"
+        return result
+    finally:
+        with transaction(factory) as session:
+            finish(session, job, outcome, owner)
+
+
+def checkpoint_root_b64(checkpoint: Checkpoint) -> str:
+    return base64.b64encode(checkpoint.root_hash).decode()
