@@ -73,3 +73,26 @@ def test_version_prints_the_installed_version(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"spillguard {installed_version('spillguard')}\n"
     assert not (tmp_path / "home").exists()  # printing the version touches no data
+
+
+def test_the_migrations_build_exactly_the_models(tmp_path: Path, fresh_database_url: str) -> None:
+    """After `db upgrade`, Alembic finds no difference between the database and the models:
+    a model changed without a migration (or a migration that drifted) fails here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    import spillguard.audit.models
+    import spillguard.customers.models
+    import spillguard.devices.models
+    import spillguard.exposure.models  # noqa: F401  (every module's tables, as migrations/env.py)
+    from spillguard.core.db import Base
+
+    env = spillguard_env(tmp_path / "home", fresh_database_url, master_key=TEST_MASTER_KEY)
+    assert run_spillguard(["db", "upgrade"], env).returncode == 0
+    engine = make_engine(fresh_database_url)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []

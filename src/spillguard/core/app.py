@@ -138,6 +138,10 @@ def housekeeping_job(settings: Settings) -> Job:
     )
 
 
+DELIVERY_BATCH_MAX_BYTES = 8 * 1024 * 1024
+"""A batch of 10,000 deliveries is about 4 MiB of JSON."""
+
+
 def create_app(settings: Settings | None = None, keys: KeyRing | None = None) -> FastAPI:
     """Build the Spillguard server from settings (default: environment and config file)."""
     settings = settings or load_settings()
@@ -149,12 +153,14 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     registry = CollectorRegistry()
     from spillguard.audit.log import sequencer_job
     from spillguard.devices.commands import consequences_job, maintenance_job
+    from spillguard.exposure.services import retention_job
 
     jobs = [
         housekeeping_job(settings),
         maintenance_job(settings),
         consequences_job(settings),
         sequencer_job(settings, keys),
+        retention_job(settings),
     ]
 
     @contextlib.asynccontextmanager
@@ -210,13 +216,16 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     # Uploads: the cap plus room for the multipart envelope; services check the file itself.
     app.add_middleware(
         BodySizeLimit,
-        prefix=("/api/v1/inspections", "/inspections"),
+        prefix=("/api/v1/inspections", "/inspections", "/api/v1/exposure/contents"),
         max_bytes=settings.inspection_max_upload_bytes + UPLOAD_ENVELOPE_BYTES,
     )
     app.add_middleware(
         BodySizeLimit,
         prefix=("/api/v1/customers/imports", "/customers/imports"),
         max_bytes=settings.customers_import_max_upload_bytes + UPLOAD_ENVELOPE_BYTES,
+    )
+    app.add_middleware(
+        BodySizeLimit, prefix="/api/v1/exposure/deliveries", max_bytes=DELIVERY_BATCH_MAX_BYTES
     )
     app.add_middleware(
         RequestMiddleware,
@@ -231,6 +240,7 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     from spillguard.customers import views as customers_views
     from spillguard.devices import api as devices_api
     from spillguard.devices import views as devices_views
+    from spillguard.exposure import api as exposure_api
     from spillguard.inspection import api as inspection_api
     from spillguard.inspection import views as inspection_views
 
@@ -247,6 +257,7 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     app.include_router(customers_views.router)
     app.include_router(customers_api.router, responses=PROBLEM_RESPONSES)
     app.include_router(audit_api.router, responses=PROBLEM_RESPONSES)
+    app.include_router(exposure_api.router, responses=PROBLEM_RESPONSES)
     return app
 
 

@@ -49,6 +49,8 @@ class Permission(StrEnum):
     CUSTOMERS_CONTACT_REVEAL = "customers:contact-reveal"
     INSPECTIONS_RUN = "inspections:run"
     INSPECTIONS_REVEAL = "inspections:reveal"
+    EXPOSURE_VIEW = "exposure:view"
+    EXPOSURE_RECORD = "exposure:record"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -73,6 +75,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.DEVICES_REPORT_LOST,
             Permission.CUSTOMERS_VIEW,
             Permission.INSPECTIONS_RUN,
+            Permission.EXPOSURE_VIEW,
+            Permission.EXPOSURE_RECORD,
         }
     ),
     Role.DPO: frozenset(
@@ -85,6 +89,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.CUSTOMERS_CONTACT_REVEAL,
             Permission.INSPECTIONS_RUN,
             Permission.INSPECTIONS_REVEAL,
+            Permission.EXPOSURE_VIEW,
         }
     ),
     Role.AUDITOR: frozenset(
@@ -96,6 +101,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.METRICS_VIEW,
             Permission.DEVICES_VIEW,
             Permission.CUSTOMERS_VIEW,
+            Permission.EXPOSURE_VIEW,
         }
     ),
 }

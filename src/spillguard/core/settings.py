@@ -109,6 +109,15 @@ class Settings(BaseSettings):
         default=None,
         description="Directory where every new checkpoint is also appended to a file.",
     )
+    exposure_retention_days: int = Field(
+        default=0,
+        ge=0,
+        le=36500,
+        description="Days the exposure ledger keeps a delivery (0 keeps every delivery).",
+    )
+    exposure_prune_interval_seconds: float = Field(
+        default=3600.0, gt=0, le=86400, description="How often expired deliveries are pruned."
+    )
     authz_backstop_strict: bool = Field(
         default=False,
         description="Turn a route that skipped its authorisation check into an error (tests).",

@@ -145,7 +145,7 @@ async def submitted_for_reveal(
             await form.close()
 
 
-def _request_body(model: type[BaseModel], *, purpose: bool) -> dict[str, Any]:
+def upload_request_body(model: type[BaseModel], *, purpose: bool) -> dict[str, Any]:
     """The OpenAPI request body: a multipart file upload or a JSON text object."""
     properties: dict[str, Any] = {
         "file": {
@@ -181,7 +181,7 @@ def _request_body(model: type[BaseModel], *, purpose: bool) -> dict[str, Any]:
     "/inspections",
     response_model=InspectionPublic,
     summary="Inspect a file or text",
-    openapi_extra=_request_body(InspectionText, purpose=False),
+    openapi_extra=upload_request_body(InspectionText, purpose=False),
 )
 def inspect(
     db: DbSession,
@@ -200,7 +200,7 @@ def inspect(
     "/inspections/reveal",
     response_model=RevealedInspectionPublic,
     summary="Inspect and show full values (dpo)",
-    openapi_extra=_request_body(InspectionTextReveal, purpose=True),
+    openapi_extra=upload_request_body(InspectionTextReveal, purpose=True),
 )
 def reveal(
     db: DbSession,

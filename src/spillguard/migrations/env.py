@@ -9,7 +9,8 @@ from sqlalchemy import create_engine
 import spillguard.audit.models
 import spillguard.core.models
 import spillguard.customers.models
-import spillguard.devices.models  # noqa: F401
+import spillguard.devices.models
+import spillguard.exposure.models  # noqa: F401
 from spillguard.core.db import Base
 
 target_metadata = Base.metadata

@@ -1,0 +1,1 @@
+"""Exposure ledger: where inspected content went (issue 5)."""

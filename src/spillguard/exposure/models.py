@@ -1,0 +1,112 @@
+"""Tables of the exposure ledger.
+
+- ``exposure_contents``: one row per inspected piece of content (a file, a mail body, an
+  attachment), keyed by its SHA-256: label, data-category counts, how many customers it
+  names. The DESIGN's *Inspection* record, as far as the ledger needs it: no value.
+- ``exposure_content_customers``: which directory customers (ids only) a content names.
+  Stored once per content, however often it is delivered, so "which customers reached
+  this phone" is a join of a few deliveries with their contents' customer lists.
+- ``exposure_deliveries``: the ledger proper, append-only: content X reached destination
+  Y (a device, a user, an external recipient, a third party) over a channel at a time.
+  Rows are deleted only by retention (``exposure_retention_days``), never edited.
+
+Device and user ids are plain columns, not foreign keys: the ledger is history and
+outlives a device or account that is later deleted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from spillguard.core.db import Base, UTCDateTime, utcnow
+from spillguard.core.models import BigId
+
+
+class Channel(StrEnum):
+    """How content reached its destination."""
+
+    MAIL = "mail"
+    GATEWAY = "gateway"
+    DEVICE_INVENTORY = "device-inventory"
+    API = "api"
+
+
+class DestinationType(StrEnum):
+    """What kind of destination a delivery names."""
+
+    DEVICE = "device"
+    USER = "user"
+    RECIPIENT = "recipient"
+    THIRD_PARTY = "third-party"
+
+
+class InspectedContent(Base):
+    """One inspected item, by content hash: what it holds, in counts and ids."""
+
+    __tablename__ = "exposure_contents"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    format: Mapped[str] = mapped_column(String(32))
+    # "inspected" when every part was read; otherwise the status the report gave
+    # ("uninspected", "unscannable"), which never counts as clean.
+    status: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(16), index=True)
+    categories: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    customer_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    inspected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ContentCustomer(Base):
+    """Customer ``customer_id`` (directory id) is named in content ``content_id``."""
+
+    __tablename__ = "exposure_content_customers"
+    __table_args__ = (Index("ix_exposure_content_customers_customer", "customer_id", "content_id"),)
+
+    content_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("exposure_contents.id", ondelete="CASCADE"), primary_key=True
+    )
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Delivery(Base):
+    """A ledger entry: content reached a destination over a channel at a time."""
+
+    __tablename__ = "exposure_deliveries"
+    __table_args__ = (
+        Index("ix_exposure_deliveries_device", "device_id", "occurred_at"),
+        Index("ix_exposure_deliveries_user", "user_id", "occurred_at"),
+        Index("ix_exposure_deliveries_domain", "domain", "occurred_at"),
+        Index("ix_exposure_deliveries_content", "content_id"),
+        Index("ix_exposure_deliveries_occurred_at", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    channel: Mapped[str] = mapped_column(String(24))
+    destination_type: Mapped[str] = mapped_column(String(16))
+    device_id: Mapped[int | None] = mapped_column(BigInteger)
+    user_id: Mapped[int | None] = mapped_column(BigInteger)
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    domain: Mapped[str | None] = mapped_column(String(253))
+    third_party: Mapped[str | None] = mapped_column(String(200))
+    content_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("exposure_contents.id", ondelete="RESTRICT")
+    )
+    # Copied from the content at delivery time, so filters need no join.
+    label: Mapped[str] = mapped_column(String(16))
+    customer_count: Mapped[int] = mapped_column(Integer, default=0)
+    source_system: Mapped[str] = mapped_column(String(100))
+    # A digest of the sender's own id of this delivery (a message id and recipient, an API
+    # client's source id): the same delivery reported twice is recorded once.
+    source_ref: Mapped[str | None] = mapped_column(String(64), unique=True)

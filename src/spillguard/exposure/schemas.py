@@ -1,0 +1,116 @@
+"""Request and response bodies of the exposure API (ids, counts and labels; no values)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from spillguard.core.deps import MAX_ID
+from spillguard.exposure.ledger import MAX_SOURCE_ID, MAX_SOURCE_SYSTEM, MAX_THIRD_PARTY
+from spillguard.exposure.models import Channel, DestinationType
+
+SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+
+
+class ContentPublic(BaseModel):
+    """An inspected content as the ledger knows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    sha256: str
+    size: int | None
+    format: str
+    status: str = Field(description="inspected, uninspected or unscannable")
+    label: str
+    categories: dict[str, int]
+    customer_count: int = Field(description="Distinct directory customers it names.")
+    first_seen_at: datetime
+    inspected_at: datetime
+
+
+class DestinationIn(BaseModel):
+    """Where content went: set the field(s) of its type and nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: DestinationType
+    device_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    user_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    recipient: str | None = Field(default=None, min_length=3, max_length=320)
+    third_party: str | None = Field(default=None, min_length=1, max_length=MAX_THIRD_PARTY)
+
+
+class DeliveryIn(BaseModel):
+    """One delivery of already inspected content (see ``POST /api/v1/exposure/contents``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: str = Field(pattern=SHA256_PATTERN, description="The content's SHA-256 (hex).")
+    destination: DestinationIn
+    channel: Channel = Channel.API
+    occurred_at: AwareDatetime | None = Field(
+        default=None, description="When it was delivered (default: now)."
+    )
+    source_system: str = Field(min_length=1, max_length=MAX_SOURCE_SYSTEM)
+    source_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SOURCE_ID,
+        description="The sender's own id of this delivery: the same id is recorded once.",
+    )
+
+
+class DeliveryBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[DeliveryIn] = Field(min_length=1, max_length=10_000)
+
+
+class RecordOutcomePublic(BaseModel):
+    recorded: int
+    duplicates: int = Field(description="Deliveries already in the ledger (same source id).")
+
+
+class DestinationPublic(BaseModel):
+    type: str
+    device_id: int | None
+    user_id: int | None
+    recipient: str | None
+    domain: str | None
+    third_party: str | None
+
+
+class ContentBrief(BaseModel):
+    sha256: str
+    format: str
+    label: str
+    customer_count: int
+
+
+class DeliveryPublic(BaseModel):
+    id: int
+    occurred_at: datetime
+    recorded_at: datetime
+    channel: str
+    destination: DestinationPublic
+    content: ContentBrief
+    source_system: str
+
+
+class ContentOnDestinationPublic(BaseModel):
+    content: ContentPublic
+    first_at: datetime
+    last_at: datetime
+    deliveries: int
+    channels: list[str]
+
+
+class DestinationExposurePublic(BaseModel):
+    """What reached a device, user or domain: contents, distinct customers, labels."""
+
+    contents: list[ContentOnDestinationPublic]
+    distinct_customers: int
+    label_counts: dict[str, int]
+    categories: dict[str, int]

@@ -1,0 +1,139 @@
+"""exposure: contents, their customers, the delivery ledger
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-03 06:52:09.811450
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import spillguard.core.db
+
+revision: str = "0006"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "exposure_contents",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("size", sa.BigInteger(), nullable=True),
+        sa.Column("format", sa.String(length=32), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("label", sa.String(length=16), nullable=False),
+        sa.Column("categories", sa.JSON(), nullable=False),
+        sa.Column("customer_count", sa.Integer(), nullable=False),
+        sa.Column("first_seen_at", spillguard.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("inspected_at", spillguard.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_exposure_contents")),
+        sa.UniqueConstraint("sha256", name=op.f("uq_exposure_contents_sha256")),
+    )
+    op.create_index(
+        op.f("ix_exposure_contents_label"), "exposure_contents", ["label"], unique=False
+    )
+
+    op.create_table(
+        "exposure_content_customers",
+        sa.Column(
+            "content_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column(
+            "customer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.ForeignKeyConstraint(
+            ["content_id"],
+            ["exposure_contents.id"],
+            name=op.f("fk_exposure_content_customers_content_id_exposure_contents"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["customer_id"],
+            ["customers.id"],
+            name=op.f("fk_exposure_content_customers_customer_id_customers"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint(
+            "content_id", "customer_id", name=op.f("pk_exposure_content_customers")
+        ),
+    )
+    op.create_index(
+        "ix_exposure_content_customers_customer",
+        "exposure_content_customers",
+        ["customer_id", "content_id"],
+        unique=False,
+    )
+
+    op.create_table(
+        "exposure_deliveries",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("occurred_at", spillguard.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("recorded_at", spillguard.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("channel", sa.String(length=24), nullable=False),
+        sa.Column("destination_type", sa.String(length=16), nullable=False),
+        sa.Column("device_id", sa.BigInteger(), nullable=True),
+        sa.Column("user_id", sa.BigInteger(), nullable=True),
+        sa.Column("recipient", sa.String(length=320), nullable=True),
+        sa.Column("domain", sa.String(length=253), nullable=True),
+        sa.Column("third_party", sa.String(length=200), nullable=True),
+        sa.Column(
+            "content_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("label", sa.String(length=16), nullable=False),
+        sa.Column("customer_count", sa.Integer(), nullable=False),
+        sa.Column("source_system", sa.String(length=100), nullable=False),
+        sa.Column("source_ref", sa.String(length=64), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["content_id"],
+            ["exposure_contents.id"],
+            name=op.f("fk_exposure_deliveries_content_id_exposure_contents"),
+            ondelete="RESTRICT",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_exposure_deliveries")),
+        sa.UniqueConstraint("source_ref", name=op.f("uq_exposure_deliveries_source_ref")),
+    )
+    op.create_index(
+        "ix_exposure_deliveries_content", "exposure_deliveries", ["content_id"], unique=False
+    )
+    op.create_index(
+        "ix_exposure_deliveries_device",
+        "exposure_deliveries",
+        ["device_id", "occurred_at"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_exposure_deliveries_domain",
+        "exposure_deliveries",
+        ["domain", "occurred_at"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_exposure_deliveries_occurred_at", "exposure_deliveries", ["occurred_at"], unique=False
+    )
+    op.create_index(
+        "ix_exposure_deliveries_user",
+        "exposure_deliveries",
+        ["user_id", "occurred_at"],
+        unique=False,
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_exposure_deliveries_user", table_name="exposure_deliveries")
+    op.drop_index("ix_exposure_deliveries_occurred_at", table_name="exposure_deliveries")
+    op.drop_index("ix_exposure_deliveries_domain", table_name="exposure_deliveries")
+    op.drop_index("ix_exposure_deliveries_device", table_name="exposure_deliveries")
+    op.drop_index("ix_exposure_deliveries_content", table_name="exposure_deliveries")
+
+    op.drop_table("exposure_deliveries")
+    op.drop_index("ix_exposure_content_customers_customer", table_name="exposure_content_customers")
+
+    op.drop_table("exposure_content_customers")
+    op.drop_index(op.f("ix_exposure_contents_label"), table_name="exposure_contents")
+
+    op.drop_table("exposure_contents")
