@@ -41,6 +41,8 @@ class KeyPurpose(StrEnum):
     CUSTOMER_ROW_DIGEST = "spillguard/v1/customer-row-digest"
     EDM_SNAPSHOT_MAC = "spillguard/v1/edm-snapshot-mac"
     AUDIT_CHECKPOINT_SIGNING = "spillguard/v1/audit-checkpoint-signing"
+    EXPOSURE_STORE_KEY_WRAP = "spillguard/v1/exposure-store-key-wrap"
+    GATEWAY_LINK_DIGEST = "spillguard/v1/gateway-link-digest"
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,13 @@ class Settings(BaseSettings):
     exposure_prune_interval_seconds: float = Field(
         default=3600.0, gt=0, le=86400, description="How often expired deliveries are pruned."
     )
+    exposure_store_dir: Path | None = Field(
+        default=None,
+        description="Directory for held documents (encrypted); default: in the database.",
+    )
+    gateway_link_days: int = Field(
+        default=14, ge=1, le=365, description="Days a gateway link works after it is made."
+    )
     authz_backstop_strict: bool = Field(
         default=False,
         description="Turn a route that skipped its authorisation check into an error (tests).",

@@ -35,7 +35,7 @@ from spillguard.exposure.services import (
     destination_from,
     parse_min_label,
 )
-from spillguard.inspection.api import Runtime, Submitted, upload_request_body, submitted
+from spillguard.inspection.api import Runtime, Submitted, submitted, upload_request_body
 from spillguard.inspection.schemas import InspectionText
 from spillguard.inspection.services import InspectionService
 

@@ -20,7 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from spillguard.core.db import Base, UTCDateTime, utcnow
@@ -110,3 +110,99 @@ class Delivery(Base):
     # A digest of the sender's own id of this delivery (a message id and recipient, an API
     # client's source id): the same delivery reported twice is recorded once.
     source_ref: Mapped[str | None] = mapped_column(String(64), unique=True)
+
+
+class HeldDocument(Base):
+    """A document the platform keeps for a while, encrypted: an attachment replaced by a
+    gateway link, or a quarantined message.
+
+    The bytes live in the document store (``exposure.store``) encrypted under a data key of
+    their own; ``wrapped_key`` is that key wrapped by the master key's store key. Deleting
+    the row (or clearing ``wrapped_key``) makes the stored bytes unreadable for good.
+    ``name_sealed`` is the file name, encrypted under the same data key (a name can name a
+    customer).
+    """
+
+    __tablename__ = "exposure_held_documents"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    content_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("exposure_contents.id", ondelete="RESTRICT"), index=True
+    )
+    purpose: Mapped[str] = mapped_column(String(16))  # "gateway" or "quarantine"
+    media_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(BigInteger)
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    name_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the bytes are deleted (crypto-erased): the row stays as a record.
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class GatewayLink(Base):
+    """A link that serves a held document to its recipient's enrolled, compliant phone.
+
+    Only a keyed digest of the link's secret is stored; the secret is in the URL sent to
+    the recipient.
+    """
+
+    __tablename__ = "exposure_gateway_links"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    document_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("exposure_held_documents.id", ondelete="CASCADE"), index=True
+    )
+    # Who may fetch it: the internal recipient it was made for.
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # Why it exists (e.g. the message id and recipient): one link per delivery.
+    source_ref: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    downloads: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_download_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class QuarantineStatus(StrEnum):
+    HELD = "held"
+    RELEASED = "released"
+    DELETED = "deleted"
+
+
+class QuarantinedMessage(Base):
+    """A message the mail filter held back, for ``security`` or ``dpo`` to release or
+    delete. The raw message is a held document (encrypted); this row says why and for whom.
+    """
+
+    __tablename__ = "exposure_quarantine"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    document_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("exposure_held_documents.id", ondelete="RESTRICT"), index=True
+    )
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    sender: Mapped[str] = mapped_column(String(320))
+    recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reason: Mapped[str] = mapped_column(String(500))
+    label: Mapped[str] = mapped_column(String(16))
+    customer_count: Mapped[int] = mapped_column(Integer, default=0)
+    # A digest of the message id and the held recipients: a retried message is held once.
+    message_ref: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=QuarantineStatus.HELD.value, index=True)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decision_note: Mapped[str | None] = mapped_column(String(500))
+
+
+class StoredBlob(Base):
+    """The encrypted bytes of a held document, when the document store is the database
+    (the default: nothing to share between server processes)."""
+
+    __tablename__ = "exposure_blobs"
+
+    document_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("exposure_held_documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[bytes] = mapped_column(LargeBinary)
