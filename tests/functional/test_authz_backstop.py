@@ -42,6 +42,9 @@ DECLARED_PUBLIC_MOUNTS = {"/static"}
 # the body, so an empty request is refused as invalid input.
 DEVICE_PROTOCOL = "/api/device/v1/"
 DEVICE_TOKEN_IN_BODY = {"/api/device/v1/enroll"}
+# The download gateway is for phones too (docs/exposure.md): 401 with the "Device"
+# challenge, a problem document for API clients and a help page for browsers.
+DEVICE_AUTHENTICATED = {"/gateway/{token}"}
 API_LIKE = ("/api/", "/metrics")
 PARAM = re.compile(r"\{[^}/]+\}")
 
@@ -80,6 +83,10 @@ def violation(client: TestClient, method: str, template: str, path: str) -> str 
         return None
     if template in DEVICE_TOKEN_IN_BODY:
         return None if status == 422 else f"{where}: enrolling without a token must be a 422"
+    if template in DEVICE_AUTHENTICATED:
+        if status != 401 or response.headers.get("www-authenticate") != "Device":
+            return f"{where}: a device-authenticated route must answer 401 with 'Device'"
+        return None
     if api:
         challenge = "Device" if template.startswith(DEVICE_PROTOCOL) else "Bearer"
         if status != 401:

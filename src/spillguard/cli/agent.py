@@ -1,4 +1,4 @@
-"""`spillguard agent`: the reference device agent (enroll, run, status)."""
+"""`spillguard agent`: the reference device agent (enroll, run, fetch, status)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from spillguard.devices.agent.client import (
     AgentError,
     CredentialRejected,
     DeviceClient,
+    ProtocolError,
     parse_enrollment_url,
 )
 from spillguard.devices.agent.loop import Agent, run_forever
@@ -208,6 +209,46 @@ def run(
             interval=interval,
             log=lambda line: out.print(line, highlight=False, soft_wrap=True),
         )
+
+
+GATEWAY_REFUSALS = {"download-refused", "link-gone", "link-not-found"}
+
+
+@app.command()
+@one_line_errors
+@agent_errors
+def fetch(
+    url: Annotated[str, typer.Argument(help="The gateway link (https://…/gateway/…)")],
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Also write the document to this file (mode 0600)"),
+    ] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Fetch a document through a gateway link, proving this device with its credential.
+
+    The document joins the managed documents (reported at the next check-in). A refusal
+    says what to change on the device, and exits with 1."""
+    state = _state(state_dir)
+    config = state.load_config()
+    backend = make_backend(config.backend, state.root)
+    with _client(config, state) as client:
+        try:
+            got = client.fetch(url)
+        except ProtocolError as exc:
+            if exc.slug in GATEWAY_REFUSALS:
+                raise CliError(f"download refused: {exc.detail}") from None
+            raise
+    where = backend.receive_document(got.name, got.data)
+    if output is not None:
+        try:
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            raise CliError(f"cannot write {output}: {exc.strerror}") from None
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(got.data)
+        where += f" and {output}"
+    out.print(f"fetched {got.name} ({len(got.data):,} bytes) into {where}", highlight=False)
 
 
 @app.command()

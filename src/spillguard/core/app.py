@@ -216,7 +216,12 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     # Uploads: the cap plus room for the multipart envelope; services check the file itself.
     app.add_middleware(
         BodySizeLimit,
-        prefix=("/api/v1/inspections", "/inspections", "/api/v1/exposure/contents"),
+        prefix=(
+            "/api/v1/inspections",
+            "/inspections",
+            "/api/v1/exposure/contents",
+            "/api/v1/exposure/links",
+        ),
         max_bytes=settings.inspection_max_upload_bytes + UPLOAD_ENVELOPE_BYTES,
     )
     app.add_middleware(
@@ -241,6 +246,8 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     from spillguard.devices import api as devices_api
     from spillguard.devices import views as devices_views
     from spillguard.exposure import api as exposure_api
+    from spillguard.exposure import quarantine_api
+    from spillguard.exposure import views as exposure_views
     from spillguard.inspection import api as inspection_api
     from spillguard.inspection import views as inspection_views
 
@@ -258,6 +265,9 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     app.include_router(customers_api.router, responses=PROBLEM_RESPONSES)
     app.include_router(audit_api.router, responses=PROBLEM_RESPONSES)
     app.include_router(exposure_api.router, responses=PROBLEM_RESPONSES)
+    app.include_router(quarantine_api.router, responses=PROBLEM_RESPONSES)
+    app.include_router(exposure_views.router)
+    app.include_router(exposure_api.gateway, responses=PROBLEM_RESPONSES)
     return app
 
 

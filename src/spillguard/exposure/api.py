@@ -7,16 +7,34 @@ is audited.
 
 from __future__ import annotations
 
+import mimetypes
 from datetime import timedelta
 from typing import Annotated
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import AwareDatetime
 
-from spillguard.core.deps import MAX_ID, ApiPrincipal, AppSettings, DbSession, IdPath, Paging
+from spillguard.console.render import render_error
+from spillguard.core.deps import (
+    MAX_ID,
+    ApiPrincipal,
+    AppSettings,
+    DbSession,
+    IdPath,
+    Keys,
+    Paging,
+    anonymous,
+)
+from spillguard.core.roles import mark_authz_checked
 from spillguard.core.schemas import Page
+from spillguard.core.settings import Settings
+from spillguard.devices.protocol import authenticate_device
+from spillguard.exposure.downloads import fetch
+from spillguard.exposure.gateway import link_url
 from spillguard.exposure.ledger import DeliverySpec
-from spillguard.exposure.models import Channel, Delivery, InspectedContent
+from spillguard.exposure.links import LinkRow, LinkService
+from spillguard.exposure.models import Channel, Delivery, HeldDocument, InspectedContent
 from spillguard.exposure.schemas import (
     SHA256_PATTERN,
     ContentBrief,
@@ -26,6 +44,8 @@ from spillguard.exposure.schemas import (
     DeliveryPublic,
     DestinationExposurePublic,
     DestinationPublic,
+    GatewayLinkCreated,
+    GatewayLinkPublic,
     RecordOutcomePublic,
 )
 from spillguard.exposure.services import (
@@ -35,9 +55,10 @@ from spillguard.exposure.services import (
     destination_from,
     parse_min_label,
 )
+from spillguard.exposure.store import BlobStore, blob_store
 from spillguard.inspection.api import Runtime, Submitted, submitted, upload_request_body
 from spillguard.inspection.schemas import InspectionText
-from spillguard.inspection.services import InspectionService
+from spillguard.inspection.services import InspectionItem, InspectionService
 
 router = APIRouter(prefix="/api/v1/exposure", tags=["exposure"])
 
@@ -253,4 +274,161 @@ def customer_trail(
         total=total,
         limit=paging.limit,
         offset=paging.offset,
+    )
+
+
+def read_all(item: InspectionItem) -> bytes:
+    """The bytes of an uploaded item (the upload is capped by the body-size limit)."""
+    if isinstance(item.source, bytes):
+        return item.source
+    item.source.seek(0)
+    return item.source.read()
+
+
+def link_public(row: LinkRow) -> GatewayLinkPublic:
+    link, doc = row.link, row.document
+    return GatewayLinkPublic(
+        id=link.id,
+        user_id=link.user_id,
+        document_id=doc.id,
+        size=doc.size,
+        media_type=doc.media_type,
+        created_at=link.created_at,
+        expires_at=link.expires_at,
+        revoked_at=link.revoked_at,
+        downloads=link.downloads,
+        last_download_at=link.last_download_at,
+    )
+
+
+def _store(settings: Settings) -> BlobStore:
+    return blob_store(settings.exposure_store_dir)
+
+
+@router.post(
+    "/links",
+    response_model=GatewayLinkCreated,
+    status_code=status.HTTP_201_CREATED,
+    summary="Share a document through the gateway",
+    openapi_extra=upload_request_body(InspectionText, purpose=False),
+)
+def create_link(
+    request: Request,
+    db: DbSession,
+    principal: ApiPrincipal,
+    keys: Keys,
+    settings: AppSettings,
+    runtime: Runtime,
+    content: Annotated[Submitted, Depends(submitted)],
+    user_id: Annotated[int, Query(ge=1, le=MAX_ID, description="Who may open it")],
+    days: Annotated[int | None, Query(ge=1, le=365)] = None,
+) -> GatewayLinkCreated:
+    """Inspect the document, keep it encrypted, and return a link that opens only on
+    `user_id`'s enrolled, compliant phone (`spillguard agent fetch URL`). The URL is shown
+    this once. Needs `exposure:record`."""
+    links = LinkService(db, principal, keys, _store(settings))
+    links.check_share()
+    report = InspectionService(db, principal, runtime).inspect(content.item)
+    made = links.share(
+        report,
+        read_all(content.item),
+        name=content.item.name,
+        media_type=mimetypes.guess_type(content.item.name)[0] or "application/octet-stream",
+        user_id=user_id,
+        days=days or settings.gateway_link_days,
+    )
+    document = db.get(HeldDocument, made.link.document_id)
+    assert document is not None
+    public = link_public(LinkRow(made.link, document))
+    return GatewayLinkCreated(
+        **public.model_dump(),
+        # The configured public address, else the one this request came in on.
+        url=link_url(settings.public_url or str(request.base_url), made.token),
+        label=report.label.value,
+        customer_count=len(report.customer_ids),
+    )
+
+
+@router.get("/links", response_model=Page[GatewayLinkPublic])
+def list_links(
+    db: DbSession,
+    principal: ApiPrincipal,
+    keys: Keys,
+    settings: AppSettings,
+    paging: Paging,
+    user_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+) -> Page[GatewayLinkPublic]:
+    rows, total = LinkService(db, principal, keys, _store(settings)).links(
+        user_id=user_id, limit=paging.limit, offset=paging.offset
+    )
+    return Page(
+        items=[link_public(r) for r in rows], total=total, limit=paging.limit, offset=paging.offset
+    )
+
+
+@router.post("/links/{link_id}/revoke", response_model=GatewayLinkPublic)
+def revoke_link(
+    link_id: IdPath, db: DbSession, principal: ApiPrincipal, keys: Keys, settings: AppSettings
+) -> GatewayLinkPublic:
+    """Withdraw a link: it stops working at once (410 for the phone). Audited."""
+    link = LinkService(db, principal, keys, _store(settings)).revoke(link_id)
+    document = db.get(HeldDocument, link.document_id)
+    assert document is not None
+    return link_public(LinkRow(link, document))
+
+
+# --- the download gateway ----------------------------------------------------------------
+
+gateway = APIRouter(tags=["gateway"])
+
+# Any text is accepted here: an unknown link is a 404 after the device is authenticated,
+# so an anonymous caller learns nothing about which links exist.
+LinkToken = Annotated[str, Path(min_length=1, max_length=200, description="The link's secret")]
+BROWSER_HELP = (
+    "This document opens only on your enrolled phone, through the Spillguard agent: "
+    "run `spillguard agent fetch` with this address on the phone. The phone must meet the "
+    "security policy; if it does not, the agent says what to change."
+)
+
+
+def _disposition(name: str) -> str:
+    """``attachment`` with an ASCII fallback name and the exact UTF-8 name (RFC 6266)."""
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
+    return f"attachment; filename=\"{fallback or 'document'}\"; filename*=UTF-8''{quote(name)}"
+
+
+@gateway.get(
+    "/gateway/{token}",
+    response_class=Response,
+    summary="Fetch a held document on an enrolled, compliant phone",
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}},
+        401: {"description": "No or bad device credential (a browser gets a help page)."},
+        403: {"description": "Not the recipient's phone, or the phone fails the policy."},
+        410: {"description": "The link expired or was withdrawn."},
+    },
+)
+def download(token: LinkToken, request: Request, db: DbSession) -> Response:
+    """The document behind a gateway link, for `Authorization: Device <id>.<credential>`
+    of the recipient's compliant phone; recorded in the ledger (channel `gateway`).
+    Refusals say in plain words what to change."""
+    header = request.headers.get("authorization")
+    if header is None and "text/html" in request.headers.get("accept", ""):
+        mark_authz_checked()
+        return render_error(
+            request,
+            401,
+            "Open this link on your phone",
+            BROWSER_HELP,
+            headers={"WWW-Authenticate": "Device"},
+        )
+    keys = request.app.state.keys
+    settings = request.app.state.settings
+    base = anonymous(request)
+    device = authenticate_device(db, keys, header, base)
+    got = fetch(db, keys, blob_store(settings.exposure_store_dir), token, device, base)
+    return Response(
+        content=got.data,
+        media_type=got.media_type,
+        headers={"Content-Disposition": _disposition(got.name)},  # no-store: middleware
     )

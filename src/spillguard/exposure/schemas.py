@@ -114,3 +114,24 @@ class DestinationExposurePublic(BaseModel):
     distinct_customers: int
     label_counts: dict[str, int]
     categories: dict[str, int]
+
+
+class GatewayLinkPublic(BaseModel):
+    """A gateway link without its secret (shown once, when made)."""
+
+    id: int
+    user_id: int
+    document_id: int
+    size: int
+    media_type: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    downloads: int
+    last_download_at: datetime | None
+
+
+class GatewayLinkCreated(GatewayLinkPublic):
+    url: str = Field(description="The link to send; shown this once.")
+    label: str
+    customer_count: int

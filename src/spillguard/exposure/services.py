@@ -57,6 +57,10 @@ class ExposureAuditAction(StrEnum):
     CUSTOMER_TRACED = "exposure:customer:traced"
     DEVICE_CUSTOMERS_LISTED = "exposure:device-customers:listed"
     LEDGER_PRUNED = "exposure:ledger:pruned"
+    GATEWAY_DOWNLOADED = "exposure:gateway:downloaded"
+    GATEWAY_REFUSED = "exposure:gateway:refused"
+    LINK_CREATED = "exposure:gateway-link:created"
+    LINK_REVOKED = "exposure:gateway-link:revoked"
 
 
 class ContentNotFound(NotFound):

@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx2
 
 PROTOCOL_PATH: Final = "/api/device/v1"
+_FILENAME_EXT = re.compile(r"filename\*\s*=\s*UTF-8''([^;\s]+)", re.IGNORECASE)
+_FILENAME = re.compile(r'filename\s*=\s*(?:"([^"]*)"|([^;\s]+))', re.IGNORECASE)
 ENROLL_PATH: Final = PROTOCOL_PATH + "/enroll"
 DEFAULT_TIMEOUT: Final = 15.0
 PROBLEM_PREFIX: Final = "https://spillguard.dev/problems/"
@@ -272,6 +275,30 @@ def _finish(
 
 
 @dataclass(frozen=True)
+class Download:
+    """A document fetched through a gateway link."""
+
+    name: str
+    media_type: str
+    data: bytes
+
+
+def download_name(disposition: str) -> str:
+    """The file name a ``Content-Disposition`` header gives (RFC 6266: ``filename*`` first),
+    reduced to a safe last path component; ``document`` when there is none."""
+    extended = _FILENAME_EXT.search(disposition)
+    plain = _FILENAME.search(disposition)
+    if extended:
+        raw = unquote(extended.group(1), errors="replace")
+    elif plain:
+        raw = plain.group(1) if plain.group(1) is not None else plain.group(2)
+    else:
+        raw = ""
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1].strip().lstrip(".")
+    return "".join(ch for ch in name if ch.isprintable()) or "document"
+
+
+@dataclass(frozen=True)
 class Enrolled:
     """What enrollment returns: the device's id and credential (store it now)."""
 
@@ -386,6 +413,37 @@ class DeviceClient:
     def report_location(self, location: dict[str, Any]) -> dict[str, Any]:
         """Report a location; the server accepts it only in lost mode."""
         return self._post("/location", location, idempotent=True, headers=self._auth())
+
+    def fetch(self, url: str) -> Download:
+        """A gateway link's document, proving this device with its credential. A GET is
+        safe to repeat, so it is retried like a check-in; a refusal (403 with the reason
+        in plain words, 410 for an expired link) is final."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise AgentError("the link must be an http(s) address")
+        attempt = 0
+        while True:
+            attempt += 1
+            response: httpx2.Response | None = None
+            exc: httpx2.TransportError | None = None
+            try:
+                response = self.http.get(url, headers=self._auth())
+            except httpx2.TransportError as error:
+                exc = error
+            wait = _outcome(response, exc, attempt, self.retry, True, self.rng)
+            if wait is None:
+                break
+            self.sleep(wait)
+        if exc is not None:
+            raise ServerUnreachable(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+        assert response is not None
+        if not response.is_success:
+            raise problem_error(response)
+        return Download(
+            name=download_name(response.headers.get("content-disposition", "")),
+            media_type=response.headers.get("content-type", "application/octet-stream"),
+            data=response.content,
+        )
 
 
 class AsyncDeviceClient:

@@ -76,6 +76,18 @@ class Backend(Protocol):
         """A fresh location fix while in lost mode; None outside it or without a source."""
         ...
 
+    def receive_document(self, name: str, data: bytes) -> str:
+        """Keep a document fetched through the gateway among the managed documents (so the
+        next check-in reports it); say where it went."""
+        ...
+
+
+def safe_document_name(name: str) -> str:
+    """A file name that stays inside the managed-documents directory."""
+    cleaned = name.replace("\\", "/").rsplit("/", 1)[-1].strip().lstrip(".")
+    cleaned = "".join(ch for ch in cleaned if ch.isprintable() and ch not in "/\0")
+    return cleaned[:200] or "document"
+
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()

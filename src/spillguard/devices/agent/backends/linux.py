@@ -47,9 +47,10 @@ from spillguard.devices.agent.backends.base import (
     Command,
     CommandResult,
     now_iso,
+    safe_document_name,
     scan_documents,
 )
-from spillguard.devices.agent.state import read_json, write_json
+from spillguard.devices.agent.state import StateError, read_json, write_json
 
 STATE_FILE: Final = "linux.json"
 NOT_SUPPORTED: Final = "not supported on linux"
@@ -306,6 +307,23 @@ class LinuxBackend:
                 "loginctl lock-sessions failed: " + (why[0] if why else f"exit {done.returncode}")
             )
         return CommandResult.ok()
+
+    def receive_document(self, name: str, data: bytes) -> str:
+        """Write the document into the managed-documents directory (0600), never over an
+        existing file: ``name (2).ext`` and so on."""
+        self.documents_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        base = Path(safe_document_name(name))
+        for n in range(1, 1000):
+            candidate = base.name if n == 1 else f"{base.stem} ({n}){base.suffix}"
+            target = self.documents_dir / candidate
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            return str(target)
+        raise StateError(f"too many documents called {base.name} in {self.documents_dir}")
 
     def remove_documents(self) -> None:
         """Delete the agent's managed-documents directory: nothing outside it, ever."""

@@ -26,7 +26,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from spillguard.devices.agent import AGENT_VERSION
-from spillguard.devices.agent.backends.base import Command, CommandResult, now_iso
+from spillguard.devices.agent.backends.base import (
+    Command,
+    CommandResult,
+    now_iso,
+    safe_document_name,
+)
 from spillguard.devices.agent.state import StateError, read_json, write_json
 
 STATE_FILE: Final = "simulated.json"
@@ -146,6 +151,15 @@ class SimulatedBackend:
         result = apply_command(state, command)
         self.save(state)
         return result
+
+    def receive_document(self, name: str, data: bytes) -> str:
+        """The simulated phone keeps the document's hash, name and size (not its bytes)."""
+        state = self.load()
+        name = safe_document_name(name)
+        kept = [d for d in state.get("managed_documents", []) if d.get("file_name") != name]
+        state["managed_documents"] = [*kept, _document(name, data)]
+        self.save(state)
+        return f"the simulated phone's managed documents ({name})"
 
 
 def apply_command(state: dict[str, Any], command: Command) -> CommandResult:
