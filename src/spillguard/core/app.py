@@ -153,6 +153,7 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     registry = CollectorRegistry()
     from spillguard.audit.log import sequencer_job
     from spillguard.devices.commands import consequences_job, maintenance_job
+    from spillguard.exposure.inventory import inventory_job
     from spillguard.exposure.services import retention_job
 
     jobs = [
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
         consequences_job(settings),
         sequencer_job(settings, keys),
         retention_job(settings),
+        inventory_job(settings),
     ]
 
     @contextlib.asynccontextmanager

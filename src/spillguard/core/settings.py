@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     exposure_prune_interval_seconds: float = Field(
         default=3600.0, gt=0, le=86400, description="How often expired deliveries are pruned."
     )
+    exposure_inventory_interval_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="How often documents reported on phones are matched with inspected content.",
+    )
     exposure_store_dir: Path | None = Field(
         default=None,
         description="Directory for held documents (encrypted); default: in the database.",

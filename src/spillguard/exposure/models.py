@@ -206,3 +206,15 @@ class StoredBlob(Base):
         BigId, ForeignKey("exposure_held_documents.id", ondelete="CASCADE"), primary_key=True
     )
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class InventoryState(Base):
+    """How far device-inventory matching has read: posture snapshots and contents above
+    these ids are new to it (one row)."""
+
+    __tablename__ = "exposure_inventory_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_snapshot_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_content_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -271,9 +271,18 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("document_id", name=op.f("pk_exposure_blobs")),
     )
+    op.create_table(
+        "exposure_inventory_state",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("last_snapshot_id", sa.BigInteger(), nullable=False),
+        sa.Column("last_content_id", sa.BigInteger(), nullable=False),
+        sa.Column("last_run_at", spillguard.core.db.UTCDateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_exposure_inventory_state")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("exposure_inventory_state")
     op.drop_table("exposure_blobs")
     op.drop_index(op.f("ix_exposure_quarantine_status"), table_name="exposure_quarantine")
     op.drop_index(op.f("ix_exposure_quarantine_received_at"), table_name="exposure_quarantine")
