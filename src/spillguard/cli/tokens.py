@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from spillguard.cli.common import cli_principal, one_line_errors, open_context, out
+from spillguard.cli.common import CliError, cli_principal, one_line_errors, open_context, out
+from spillguard.core.roles import TokenScope
 from spillguard.core.tokens import TokenService
 from spillguard.core.users import UserService, parse_role
 
@@ -21,16 +22,27 @@ def create(
     role: Annotated[str | None, typer.Option(help="Default: the owner's role")] = None,
     expires: Annotated[int | None, typer.Option(help="Days until it expires")] = None,
     name: Annotated[str, typer.Option(help="What the token is for")] = "cli",
+    scope: Annotated[
+        str | None,
+        typer.Option(help="Limit the token to one purpose: access-decisions"),
+    ] = None,
 ) -> None:
     """Issue a token and print it once: store it now, it cannot be shown again."""
     parsed = parse_role(role) if role else None
+    try:
+        purpose = TokenScope(scope) if scope else None
+    except ValueError:
+        known = ", ".join(s.value for s in TokenScope)
+        raise CliError(f"unknown scope {scope!r}: use {known}") from None
     ctx = open_context()
     with ctx.session() as session:
         owner = UserService(session, cli_principal()).by_email(user)
         issued = TokenService(session, cli_principal(), ctx.keys).create(
-            owner.id, name=name, role=parsed, expires_days=expires
+            owner.id, name=name, role=parsed, expires_days=expires, scope=purpose
         )
         token_id, token_role = issued.token.id, issued.token.role
+        if issued.token.scope:
+            token_role += f", limited to {issued.token.scope}"
     # The secret goes alone to stdout so scripts can capture it; the rest to stderr.
     print(issued.secret)
     typer.echo(f"token id {token_id}, role {token_role}; shown once, store it now.", err=True)
@@ -59,7 +71,7 @@ def list_tokens() -> None:
                 str(t.id),
                 t.user.email,
                 t.name,
-                t.role,
+                f"{t.role} ({t.scope} only)" if t.scope else t.role,
                 t.prefix,
                 t.expires_at.date().isoformat() if t.expires_at else "never",
                 "revoked" if t.revoked_at else "active",

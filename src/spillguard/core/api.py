@@ -123,7 +123,11 @@ def create_token(
     body: TokenCreate, db: DbSession, principal: ApiPrincipal, keys: Keys
 ) -> TokenIssued:
     issued = TokenService(db, principal, keys).create_for(
-        body.user_id, name=body.name, role=body.role, expires_days=body.expires_days
+        body.user_id,
+        name=body.name,
+        role=body.role,
+        expires_days=body.expires_days,
+        scope=body.scope,
     )
     return TokenIssued(**TokenPublic.model_validate(issued.token).model_dump(), token=issued.secret)
 

@@ -66,7 +66,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> Response:
-        headers = {}
+        headers = dict(exc.response_headers)
         if isinstance(exc, Throttled):
             headers["Retry-After"] = str(exc.retry_after)
         if _wants_html(request):
@@ -248,8 +248,6 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     from spillguard.devices import api as devices_api
     from spillguard.devices import views as devices_views
     from spillguard.exposure import api as exposure_api
-    from spillguard.exposure import quarantine_api
-    from spillguard.exposure import views as exposure_views
     from spillguard.inspection import api as inspection_api
     from spillguard.inspection import views as inspection_views
 
@@ -267,9 +265,8 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     app.include_router(customers_api.router, responses=PROBLEM_RESPONSES)
     app.include_router(audit_api.router, responses=PROBLEM_RESPONSES)
     app.include_router(exposure_api.router, responses=PROBLEM_RESPONSES)
-    app.include_router(quarantine_api.router, responses=PROBLEM_RESPONSES)
-    app.include_router(exposure_views.router)
     app.include_router(exposure_api.gateway, responses=PROBLEM_RESPONSES)
+    app.include_router(exposure_api.decisions, responses=PROBLEM_RESPONSES)
     return app
 
 

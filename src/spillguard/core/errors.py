@@ -26,6 +26,8 @@ class DomainError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
+        # Extra response headers (ASCII), e.g. a decision's reason for a reverse proxy.
+        self.response_headers: dict[str, str] = {}
 
 
 class InvalidInput(DomainError):

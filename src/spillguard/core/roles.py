@@ -51,6 +51,8 @@ class Permission(StrEnum):
     INSPECTIONS_REVEAL = "inspections:reveal"
     EXPOSURE_VIEW = "exposure:view"
     EXPOSURE_RECORD = "exposure:record"
+    QUARANTINE_MANAGE = "exposure:quarantine"
+    EXPOSURE_DECIDE = "exposure:decide"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -77,6 +79,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.INSPECTIONS_RUN,
             Permission.EXPOSURE_VIEW,
             Permission.EXPOSURE_RECORD,
+            Permission.QUARANTINE_MANAGE,
+            Permission.EXPOSURE_DECIDE,
         }
     ),
     Role.DPO: frozenset(
@@ -90,6 +94,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.INSPECTIONS_RUN,
             Permission.INSPECTIONS_REVEAL,
             Permission.EXPOSURE_VIEW,
+            Permission.QUARANTINE_MANAGE,
         }
     ),
     Role.AUDITOR: frozenset(
@@ -104,6 +109,18 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.EXPOSURE_VIEW,
         }
     ),
+}
+
+
+class TokenScope(StrEnum):
+    """A purpose an API token can be limited to: it then holds only these permissions
+    (and only those its role holds), whatever else its role could do."""
+
+    ACCESS_DECISIONS = "access-decisions"
+
+
+SCOPE_PERMISSIONS: dict[TokenScope, frozenset[Permission]] = {
+    TokenScope.ACCESS_DECISIONS: frozenset({Permission.EXPOSURE_DECIDE}),
 }
 
 
@@ -151,13 +168,19 @@ class Principal:
     token_id: int | None = None
     source_ip: str | None = None
     request_id: str | None = None
+    # A token limited to one purpose (TokenScope): None means everything its role holds.
+    scope: TokenScope | None = None
 
     @property
     def authenticated(self) -> bool:
         return self.role is not None
 
     def can(self, permission: Permission) -> bool:
-        return self.role is not None and permission in ROLE_PERMISSIONS[self.role]
+        return (
+            self.role is not None
+            and permission in ROLE_PERMISSIONS[self.role]
+            and (self.scope is None or permission in SCOPE_PERMISSIONS[self.scope])
+        )
 
     def require(self, permission: Permission) -> None:
         """Raise unless this principal holds the permission.  Marks the request as checked."""
@@ -167,6 +190,11 @@ class Principal:
         if permission not in ROLE_PERMISSIONS[self.role]:
             raise PermissionDenied(
                 f"The {self.role.value} role may not do this ({permission.value})."
+            )
+        if self.scope is not None and permission not in SCOPE_PERMISSIONS[self.scope]:
+            raise PermissionDenied(
+                f"This token is limited to {self.scope.value}; it may not do this "
+                f"({permission.value})."
             )
 
     def require_authenticated(self) -> None:

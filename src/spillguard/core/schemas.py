@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from spillguard.core.roles import Role
+from spillguard.core.roles import Role, TokenScope
 
 T = TypeVar("T")
 
@@ -64,6 +64,7 @@ class TokenPublic(BaseModel):
     user_id: int
     name: str
     role: Role
+    scope: TokenScope | None = None
     prefix: str
     created_at: datetime
     expires_at: datetime | None
@@ -80,6 +81,11 @@ class TokenCreate(BaseModel):
     )
     role: Role | None = Field(default=None, description="Default: the owner's role")
     expires_days: int | None = Field(default=None, ge=1, le=3650, strict=True)
+    scope: TokenScope | None = Field(
+        default=None,
+        description="Limit the token to one purpose (access-decisions: only "
+        "POST /api/v1/access-decisions and the nginx auth_request endpoint).",
+    )
 
 
 class TokenIssued(TokenPublic):

@@ -18,7 +18,15 @@ from spillguard.core.db import utcnow
 from spillguard.core.errors import AuthenticationRequired, InvalidInput, NotFound, PermissionDenied
 from spillguard.core.keys import KeyPurpose, KeyRing
 from spillguard.core.models import ApiToken, User
-from spillguard.core.roles import Permission, Principal, Role, role_may_delegate
+from spillguard.core.roles import (
+    ROLE_PERMISSIONS,
+    SCOPE_PERMISSIONS,
+    Permission,
+    Principal,
+    Role,
+    TokenScope,
+    role_may_delegate,
+)
 
 TOKEN_PREFIX = "sgt_"
 MAX_EXPIRY_DAYS = 3650
@@ -51,16 +59,23 @@ class TokenService:
         name: str,
         role: Role | None = None,
         expires_days: int | None = None,
+        scope: TokenScope | None = None,
     ) -> IssuedToken:
         """Issue a token for a user, or for the caller when no user is named."""
         self.principal.require_authenticated()
         owner = user_id if user_id is not None else self.principal.user_id
         if owner is None:
             raise InvalidInput("Name the user the token is for.", field="user_id")
-        return self.create(owner, name=name, role=role, expires_days=expires_days)
+        return self.create(owner, name=name, role=role, expires_days=expires_days, scope=scope)
 
     def create(
-        self, user_id: int, *, name: str, role: Role | None = None, expires_days: int | None = None
+        self,
+        user_id: int,
+        *,
+        name: str,
+        role: Role | None = None,
+        expires_days: int | None = None,
+        scope: TokenScope | None = None,
     ) -> IssuedToken:
         if user_id == self.principal.user_id:
             self.principal.require(Permission.TOKENS_OWN)
@@ -82,6 +97,12 @@ class TokenService:
             self.principal.role, token_role
         ):
             raise PermissionDenied(f"You may not issue a token with the {token_role.value} role.")
+        if scope is not None and not SCOPE_PERMISSIONS[scope] <= ROLE_PERMISSIONS[token_role]:
+            raise InvalidInput(
+                f"A token with the {token_role.value} role cannot be limited to {scope.value}: "
+                "the role does not hold what that purpose needs.",
+                field="scope",
+            )
         clean_name = name.strip()
         if not clean_name or len(clean_name) > 100 or not clean_name.isprintable():
             raise InvalidInput("Token name must be 1 to 100 printable characters.", field="name")
@@ -94,6 +115,7 @@ class TokenService:
             user_id=user.id,
             name=clean_name,
             role=token_role.value,
+            scope=scope.value if scope else None,
             digest=self.keys.digest(KeyPurpose.API_TOKEN_DIGEST, secret),
             prefix=secret[: len(TOKEN_PREFIX) + 6],
             expires_at=utcnow() + timedelta(days=expires_days) if expires_days else None,
@@ -109,6 +131,7 @@ class TokenService:
             details={
                 "owner": user.email,
                 "role": token_role.value,
+                "scope": scope.value if scope else None,
                 "name": clean_name,
                 "expires_days": expires_days,
             },
@@ -175,6 +198,7 @@ class TokenService:
             label=token.user.email,
             role=Role(token.role),
             token_id=token.id,
+            scope=TokenScope(token.scope) if token.scope else None,
             source_ip=self.principal.source_ip,
             request_id=self.principal.request_id,
         )

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import mimetypes
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from pydantic import AwareDatetime
 
 from spillguard.console.render import render_error
@@ -26,10 +26,12 @@ from spillguard.core.deps import (
     Paging,
     anonymous,
 )
+from spillguard.core.errors import PermissionDenied
 from spillguard.core.roles import mark_authz_checked
 from spillguard.core.schemas import Page
 from spillguard.core.settings import Settings
-from spillguard.devices.protocol import authenticate_device
+from spillguard.devices.protocol import DeviceAuthenticationRequired, authenticate_device
+from spillguard.exposure.decisions import AccessDecisions, AccessOutcome
 from spillguard.exposure.downloads import fetch
 from spillguard.exposure.gateway import link_url
 from spillguard.exposure.ledger import DeliverySpec
@@ -37,6 +39,8 @@ from spillguard.exposure.links import LinkRow, LinkService
 from spillguard.exposure.models import Channel, Delivery, HeldDocument, InspectedContent
 from spillguard.exposure.schemas import (
     SHA256_PATTERN,
+    AccessDecisionIn,
+    AccessDecisionOut,
     ContentBrief,
     ContentOnDestinationPublic,
     ContentPublic,
@@ -432,3 +436,110 @@ def download(token: LinkToken, request: Request, db: DbSession) -> Response:
         media_type=got.media_type,
         headers={"Content-Disposition": _disposition(got.name)},  # no-store: middleware
     )
+
+
+# --- access decisions ---------------------------------------------------------------------
+
+decisions = APIRouter(prefix="/api/v1/access-decisions", tags=["access decisions"])
+
+DEVICE_HEADER = "X-Spillguard-Device"
+MAX_REASON_HEADER = 1000
+
+
+class AccessDenied(PermissionDenied):
+    slug = "access-denied"
+    title = "Access denied"
+    keep_changes = True  # the denial is audited
+
+
+def outcome_public(outcome: AccessOutcome) -> AccessDecisionOut:
+    return AccessDecisionOut(
+        allow=outcome.allow,
+        decision="allow" if outcome.allow else "deny",
+        reasons=list(outcome.reasons),
+        label=outcome.label.value,
+        user_id=outcome.user_id,
+        device_id=outcome.device_id,
+    )
+
+
+def header_text(text: str) -> str:
+    """Text safe for an HTTP header value: printable ASCII, bounded."""
+    cleaned = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
+    return cleaned[:MAX_REASON_HEADER]
+
+
+@decisions.post("", response_model=AccessDecisionOut)
+def access_decision(
+    body: AccessDecisionIn, db: DbSession, principal: ApiPrincipal
+) -> AccessDecisionOut:
+    """May this person (on this phone) have content of this label or hash? The answer is
+    always 200 with `allow` and the reasons; denials are audited. Needs `exposure:decide`
+    (a token limited to `access-decisions` is enough)."""
+    outcome = AccessDecisions(db, principal).decide(
+        user=body.user, device_id=body.device_id, label=body.label, sha256=body.sha256
+    )
+    return outcome_public(outcome)
+
+
+NGINX_RESPONSES: dict[int | str, dict[str, Any]] = {
+    204: {"description": "Allowed; X-Spillguard-Decision: allow"},
+    401: {"description": "The request carries no valid X-Spillguard-Device credential"},
+    403: {"description": "Denied; the reason is in X-Spillguard-Reason"},
+}
+
+
+# nginx sends the subrequest with the client's method (a body is never passed on), so GET,
+# POST and HEAD all answer; only GET and POST are in the OpenAPI document.
+@decisions.head("/nginx", status_code=204, response_class=Response, include_in_schema=False)
+@decisions.post(
+    "/nginx",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="nginx auth_request (POST requests)",
+    operation_id="nginx_auth_request_post",
+    responses=NGINX_RESPONSES,
+)
+@decisions.get(
+    "/nginx",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="nginx auth_request: 204 allow, 401 no phone credential, 403 deny",
+    operation_id="nginx_auth_request",
+    responses=NGINX_RESPONSES,
+)
+def nginx_auth_request(
+    request: Request,
+    db: DbSession,
+    principal: ApiPrincipal,
+    label: Annotated[str | None, Header(alias="X-Spillguard-Label", max_length=20)] = None,
+    sha256: Annotated[
+        str | None, Header(alias="X-Spillguard-Content-Sha256", pattern=SHA256_PATTERN)
+    ] = None,
+    user: Annotated[str | None, Header(alias="X-Spillguard-User", max_length=320)] = None,
+) -> Response:
+    """For nginx's `auth_request` (docs/exposure.md): the phone proves itself with
+    `X-Spillguard-Device: <id>.<credential>`; the location's label comes in
+    `X-Spillguard-Label` (or the content's hash in `X-Spillguard-Content-Sha256`), the
+    person optionally in `X-Spillguard-User` (else the phone's owner)."""
+    svc = AccessDecisions(db, principal)
+    svc.check()
+    parsed = parse_min_label(label)
+    credential = request.headers.get(DEVICE_HEADER)
+    if not credential:
+        raise DeviceAuthenticationRequired(
+            f"The phone must present its device credential in {DEVICE_HEADER}."
+        )
+    device = authenticate_device(
+        db, request.app.state.keys, f"Device {credential}", anonymous(request)
+    )
+    outcome = svc.decide(user=user, device=device, label=parsed, sha256=sha256)
+    headers = {
+        "X-Spillguard-Decision": "allow" if outcome.allow else "deny",
+        "X-Spillguard-Label": outcome.label.value,
+    }
+    if not outcome.allow:
+        denied = AccessDenied(" ".join(outcome.reasons))
+        denied.response_headers = {**headers, "X-Spillguard-Reason": header_text(denied.detail)}
+        raise denied
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=headers)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from spillguard.core.deps import MAX_ID
 from spillguard.exposure.ledger import MAX_SOURCE_ID, MAX_SOURCE_SYSTEM, MAX_THIRD_PARTY
 from spillguard.exposure.models import Channel, DestinationType
+from spillguard.inspection.classify import Label
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 
@@ -135,3 +137,27 @@ class GatewayLinkCreated(GatewayLinkPublic):
     url: str = Field(description="The link to send; shown this once.")
     label: str
     customer_count: int
+
+
+class AccessDecisionIn(BaseModel):
+    """Who wants what: a person (e-mail or user id), optionally one of their phones, and
+    the content's label or SHA-256 (or both: the higher label counts)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: (
+        Annotated[str, Field(min_length=3, max_length=320)]
+        | Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
+    )
+    device_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    label: Label | None = None
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+
+
+class AccessDecisionOut(BaseModel):
+    allow: bool
+    decision: str = Field(description="allow or deny")
+    reasons: list[str] = Field(description="Why not, in words for the person (empty if allowed)")
+    label: str = Field(description="The label the decision was made for")
+    user_id: int | None
+    device_id: int | None

@@ -61,6 +61,7 @@ class ExposureAuditAction(StrEnum):
     GATEWAY_REFUSED = "exposure:gateway:refused"
     LINK_CREATED = "exposure:gateway-link:created"
     LINK_REVOKED = "exposure:gateway-link:revoked"
+    ACCESS_DENIED = "exposure:access:denied"
 
 
 class ContentNotFound(NotFound):

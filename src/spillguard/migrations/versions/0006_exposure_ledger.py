@@ -1,4 +1,4 @@
-"""exposure: contents, customers, deliveries, held documents, gateway links, quarantine
+"""exposure ledger, held documents, gateway links, quarantine; API token scopes
 
 Revision ID: 0006
 Revises: 0005
@@ -279,9 +279,13 @@ def upgrade() -> None:
         sa.Column("last_run_at", spillguard.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_exposure_inventory_state")),
     )
+    # A token may be limited to one purpose (core.roles.TokenScope).
+    op.add_column("api_tokens", sa.Column("scope", sa.String(length=32), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("api_tokens") as batch_op:
+        batch_op.drop_column("scope")
     op.drop_table("exposure_inventory_state")
     op.drop_table("exposure_blobs")
     op.drop_index(op.f("ix_exposure_quarantine_status"), table_name="exposure_quarantine")

@@ -1,0 +1,134 @@
+"""Access decisions for other gateways: may this person (on this phone) have content of
+this label or hash? The same rules as the mail filter and the download gateway
+(``exposure.access``), asked over the API or by nginx's ``auth_request``.
+
+A decision fails closed: an unknown person, a phone that is not theirs, a hash nobody
+inspected (treated as the protected label) are denials with a reason, never errors.
+Denials are audited; allows are not (a reverse proxy asks on every request), they are
+counted in the metrics of the route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from spillguard.core.audit import record_event
+from spillguard.core.errors import InvalidInput
+from spillguard.core.models import User
+from spillguard.core.roles import Permission, Principal
+from spillguard.devices.models import Device
+from spillguard.exposure.access import (
+    DEFAULT_PROTECTED_LABEL,
+    Decision,
+    device_decision,
+    recipient_decision,
+    user_by_email,
+    user_devices,
+    verdict_of,
+)
+from spillguard.exposure.models import InspectedContent
+from spillguard.exposure.services import ExposureAuditAction
+from spillguard.inspection.classify import Label
+
+
+@dataclass(frozen=True)
+class AccessOutcome:
+    allow: bool
+    reasons: tuple[str, ...]
+    label: Label
+    user_id: int | None
+    device_id: int | None
+
+
+class AccessDecisions:
+    def __init__(
+        self,
+        session: Session,
+        principal: Principal,
+        *,
+        protected: Label = DEFAULT_PROTECTED_LABEL,
+    ) -> None:
+        self.session = session
+        self.principal = principal
+        self.protected = protected
+
+    def check(self) -> None:
+        self.principal.require(Permission.EXPOSURE_DECIDE)
+
+    def _label(self, label: Label | None, sha256: str | None) -> tuple[Label, list[str]]:
+        notes: list[str] = []
+        if label is None and not sha256:
+            raise InvalidInput("Give the content's label, its SHA-256, or both.")
+        found = label or Label.PUBLIC
+        if sha256:
+            content = self.session.scalar(
+                select(InspectedContent).where(InspectedContent.sha256 == sha256.lower())
+            )
+            if content is None:
+                # Never inspected: its content is unknown, so it is protected (fail closed).
+                found = max(found, self.protected)
+                notes.append("The content has not been inspected, so it is treated as protected.")
+            else:
+                found = max(found, Label(content.label))
+        return found, notes
+
+    def decide(
+        self,
+        *,
+        user: str | int | None,
+        device: Device | None = None,
+        device_id: int | None = None,
+        label: Label | None = None,
+        sha256: str | None = None,
+    ) -> AccessOutcome:
+        """Decide for a person (e-mail or id) and optionally one of their phones (by id, or
+        already authenticated by its credential)."""
+        self.check()
+        effective, notes = self._label(label, sha256)
+        person: User | None = None
+        if isinstance(user, int):
+            person = self.session.get(User, user)
+        elif isinstance(user, str) and user.strip():
+            person = user_by_email(self.session, user)
+        elif device is not None:
+            person = self.session.get(User, device.owner_id)
+        if device is None and device_id is not None:
+            device = self.session.get(Device, device_id)
+        decision: Decision
+        if person is None or person.disabled:
+            decision = Decision(False, ("The person is not a known, enabled user.",))
+        elif device_id is not None and device is None:
+            decision = Decision(False, ("This phone is not enrolled.",))
+        elif device is not None and device.owner_id != person.id:
+            decision = Decision(False, ("This phone is not enrolled to this person.",))
+        elif device is not None:
+            decision = device_decision(verdict_of(device), effective, protected=self.protected)
+        else:
+            decision = recipient_decision(
+                user_devices(self.session, person.id), effective, protected=self.protected
+            )
+        outcome = AccessOutcome(
+            decision.allow,
+            tuple(notes) + decision.reasons if not decision.allow else decision.reasons,
+            effective,
+            person.id if person else None,
+            device.id if device else None,
+        )
+        if not outcome.allow:
+            record_event(
+                self.session,
+                self.principal,
+                ExposureAuditAction.ACCESS_DENIED,
+                object_type="device" if outcome.device_id else "user",
+                object_id=outcome.device_id or outcome.user_id,
+                outcome="failure",
+                details={
+                    "label": effective.value,
+                    "user_id": outcome.user_id,
+                    "reasons": list(outcome.reasons)[:5],
+                },
+            )
+        return outcome
