@@ -229,17 +229,15 @@ def record_deliveries(
     insert_rows(conn, Delivery.__table__, plain)
     recorded = len(plain)
     if keyed:
+        # One compiled statement, sent as executemany ("insertmanyvalues" batches it into
+        # multi-row INSERTs on both databases); the ids returned are the rows recorded.
         maker = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        rows = list(keyed.values())
-        for start in range(0, len(rows), CHUNK):
-            part = rows[start : start + CHUNK]
-            result = conn.execute(
-                maker(Delivery)
-                .values(part)
-                .on_conflict_do_nothing(index_elements=["source_ref"])
-                .returning(Delivery.id)
-            )
-            recorded += len(result.all())
+        statement = (
+            maker(Delivery)
+            .on_conflict_do_nothing(index_elements=["source_ref"])
+            .returning(Delivery.id)
+        )
+        recorded += len(conn.execute(statement, list(keyed.values())).all())
     return RecordOutcome(recorded, len(deliveries) - recorded)
 
 
