@@ -300,11 +300,20 @@ def test_home_shows_version_database_migration_and_user_counts(
 
 # What each role finds in the navigation (README, "Roles").
 NAV_BY_ROLE = {
-    "admin": ["Home", "Devices", "Inspect", "Customers", "Users", "API tokens", "Audit events"],
-    "auditor": ["Home", "Devices", "Customers", "Users", "API tokens", "Audit events"],
+    "admin": [
+        "Home",
+        "Devices",
+        "Inspect",
+        "Customers",
+        "Exposure",
+        "Users",
+        "API tokens",
+        "Audit events",
+    ],
+    "auditor": ["Home", "Devices", "Customers", "Exposure", "Users", "API tokens", "Audit events"],
     "helpdesk": ["Home", "Devices", "API tokens"],
-    "security": ["Home", "Devices", "Inspect", "Customers", "API tokens"],
-    "dpo": ["Home", "Devices", "Inspect", "Customers", "API tokens"],
+    "security": ["Home", "Devices", "Inspect", "Customers", "Exposure", "API tokens"],
+    "dpo": ["Home", "Devices", "Inspect", "Customers", "Exposure", "API tokens"],
 }
 
 

@@ -38,6 +38,7 @@ NAVIGATION: list[NavEntry] = [
     NavEntry("Devices", "/devices", Permission.DEVICES_VIEW),
     NavEntry("Inspect", "/inspections", Permission.INSPECTIONS_RUN),
     NavEntry("Customers", "/customers", Permission.CUSTOMERS_VIEW),
+    NavEntry("Exposure", "/exposure", Permission.EXPOSURE_VIEW),
     NavEntry("Users", "/users", Permission.USERS_VIEW),
     NavEntry("API tokens", "/tokens", Permission.TOKENS_OWN),
     NavEntry("Audit events", "/audit", Permission.AUDIT_VIEW),

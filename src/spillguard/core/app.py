@@ -248,6 +248,7 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     from spillguard.devices import api as devices_api
     from spillguard.devices import views as devices_views
     from spillguard.exposure import api as exposure_api
+    from spillguard.exposure import ledger_views as exposure_ledger_views
     from spillguard.inspection import api as inspection_api
     from spillguard.inspection import views as inspection_views
 
@@ -267,6 +268,7 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     app.include_router(exposure_api.router, responses=PROBLEM_RESPONSES)
     app.include_router(exposure_api.gateway, responses=PROBLEM_RESPONSES)
     app.include_router(exposure_api.decisions, responses=PROBLEM_RESPONSES)
+    app.include_router(exposure_ledger_views.router)
     return app
 
 

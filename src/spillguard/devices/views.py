@@ -196,6 +196,7 @@ def _device_context(
         "can_wipe": managed and principal.can(Permission.DEVICES_WIPE),
         "can_report_lost": managed and principal.can(Permission.DEVICES_REPORT_LOST),
         "can_manage": principal.can(Permission.DEVICES_MANAGE),
+        "can_see_exposure": principal.can(Permission.EXPOSURE_VIEW),
     }
     if ctx["can_manage"]:
         ctx["groups"], _ = GroupService(db, principal).listing(limit=500, offset=0)
