@@ -136,3 +136,38 @@ def test_who_may_see_the_pages(
     logged_in(client, users, "auditor")
     assert client.get("/exposure").status_code == 200
     assert 'href="/exposure"' in client.get("/").text
+
+
+def test_find_a_customer_by_a_value_that_is_not_kept(
+    client: TestClient, users: UserFactory, ledger: dict[str, Any], db: Session
+) -> None:
+    logged_in(client, users, "security")
+    page = client.get("/exposure/customers")
+    token = csrf_from(page.text)
+    person = CUSTOMERS[4]
+    found = client.post(
+        "/exposure/customers",
+        data={"kind": "email", "value": person.email.upper(), "csrf_token": token},
+    )
+    assert found.status_code == 200
+    assert found.text.count('data-testid="delivery-row"') == 2
+    assert person.customer_id in found.text
+    by_phone = client.post(
+        "/exposure/customers", data={"kind": "phone", "value": person.phone, "csrf_token": token}
+    )
+    assert by_phone.text.count('data-testid="delivery-row"') == 2
+    nobody = client.post(
+        "/exposure/customers",
+        data={"kind": "email", "value": "nobody@example.org", "csrf_token": token},
+    )
+    assert "No customer in the directory has that value" in nobody.text
+    odd = client.post(
+        "/exposure/customers", data={"kind": "postcode", "value": "SW1A 1AA", "csrf_token": token}
+    )
+    assert odd.status_code == 200 and "Search by e-mail" in odd.text
+    # The value is in no URL and no audit record; the lookup itself is audited.
+    looked_up = db.scalars(
+        select(AuditEvent).where(AuditEvent.action == "exposure:customer:looked-up")
+    ).all()
+    assert [e.details["found"] for e in looked_up] == [1, 1, 0]
+    assert all(person.email.lower() not in str(e.details).lower() for e in looked_up)

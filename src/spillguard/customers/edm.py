@@ -554,6 +554,17 @@ class EdmIndex:
         """Customer numbers whose ``kind`` field has this normalised ``value``."""
         return self._owners(self._hash(kind, value))
 
+    def customers_with(self, kind: FieldKind, value: str) -> list[str]:
+        """Ids of the customers whose ``kind`` field holds ``value`` as a person typed it
+        (normalised, hashed, looked up; nothing is kept). Primary kinds only: e-mail,
+        phone, card, loyalty number."""
+        if kind not in PRIMARY:
+            raise ValueError(f"only a primary field can be looked up, not {kind.value}")
+        normalised = self._normalise_primary(kind, value)
+        if normalised is None:
+            return []
+        return sorted({self._ids[n] for n in self.candidates(kind, normalised)})
+
     def _owners(self, digest: int) -> list[int]:
         keys = self._primary_keys
         at = bisect.bisect_left(keys, digest)

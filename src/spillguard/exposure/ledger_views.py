@@ -22,10 +22,12 @@ from spillguard.core.errors import DomainError, InvalidInput
 from spillguard.core.models import User
 from spillguard.core.roles import Permission, Principal, Role
 from spillguard.core.views import Csrf, remember
+from spillguard.customers.fields import FieldKind
 from spillguard.customers.services import ContactService
 from spillguard.devices.models import Device
 from spillguard.exposure.models import Channel, Delivery, InspectedContent
 from spillguard.exposure.services import DeliveryFilter, ExposureService, parse_min_label
+from spillguard.inspection.api import Runtime
 
 router = APIRouter(include_in_schema=False)
 
@@ -206,6 +208,80 @@ def device_customer_names(
     return _customer_ids_page(request, db, principal, keys, device_id, offset, purpose)
 
 
+LOOKUP_KINDS = {
+    "email": FieldKind.EMAIL,
+    "phone": FieldKind.PHONE,
+    "card": FieldKind.CARD,
+    "loyalty_number": FieldKind.LOYALTY_NUMBER,
+}
+
+
+@router.post("/exposure/customers", response_class=HTMLResponse, dependencies=[Csrf])
+def customer_lookup(
+    request: Request,
+    db: DbSession,
+    principal: ConsolePrincipal,
+    runtime: Runtime,
+    kind: Annotated[str, Form(max_length=20)],
+    value: Annotated[str, Form(min_length=1, max_length=320)],
+) -> Response:
+    """Find customers by a value (posted, never in the address): it is hashed to look it
+    up and not kept. One match shows where their data went; several are listed by id."""
+    remember(request, principal)
+    svc = ExposureService(db, principal)
+    error = None
+    found: list[str] = []
+    if kind not in LOOKUP_KINDS:
+        principal.require(Permission.EXPOSURE_VIEW)
+        error = "Search by e-mail, phone, card or loyalty number."
+    else:
+        found = svc.customers_with(runtime.edm.current(db), LOOKUP_KINDS[kind], value)
+        if not found:
+            error = "No customer in the directory has that value."
+    if len(found) == 1:
+        return _trail(request, db, principal, found[0], 0)
+    ctx = {
+        "customer_id": "",
+        "rows": [],
+        "total": 0,
+        "limit": PAGE_SIZE,
+        "offset": 0,
+        "base_query": "",
+        "error": error,
+        "matches": found,
+        "kind": kind,
+        "devices": {},
+        "users": {},
+    }
+    return render(request, "exposure/customer.html", ctx, principal=principal)
+
+
+def _trail(
+    request: Request, db: Session, principal: Principal, customer_id: str, offset: int
+) -> Response:
+    svc = ExposureService(db, principal)
+    rows: list[tuple[Delivery, InspectedContent]] = []
+    total = 0
+    error = None
+    try:
+        rows, total = svc.customer_trail(customer_id, limit=PAGE_SIZE, offset=offset)
+    except DomainError as exc:
+        error = exc.detail
+    ctx = {
+        "customer_id": customer_id.strip(),
+        "rows": rows,
+        "total": total,
+        "limit": PAGE_SIZE,
+        "offset": offset,
+        "base_query": f"{urlencode({'customer_id': customer_id})}&",
+        "error": error,
+        "matches": [],
+        "kind": "",
+        **_names(db, rows),
+    }
+    return render(request, "exposure/customer.html", ctx, principal=principal)
+
+
 @router.get("/exposure/customers", response_class=HTMLResponse)
 def customer_trail_page(
     request: Request,
@@ -216,25 +292,20 @@ def customer_trail_page(
 ) -> Response:
     """Where has this customer's data gone: search by the customer's directory id."""
     remember(request, principal)
-    svc = ExposureService(db, principal)
-    rows: list[tuple[Delivery, InspectedContent]] = []
-    total = 0
-    error = None
     if customer_id and customer_id.strip():
-        try:
-            rows, total = svc.customer_trail(customer_id, limit=PAGE_SIZE, offset=offset)
-        except DomainError as exc:
-            error = exc.detail
-    else:
-        principal.require(Permission.EXPOSURE_VIEW)
+        return _trail(request, db, principal, customer_id, offset)
+    principal.require(Permission.EXPOSURE_VIEW)
     ctx = {
-        "customer_id": (customer_id or "").strip(),
-        "rows": rows,
-        "total": total,
+        "customer_id": "",
+        "rows": [],
+        "total": 0,
         "limit": PAGE_SIZE,
-        "offset": offset,
-        "base_query": f"{urlencode({'customer_id': customer_id})}&" if customer_id else "",
-        "error": error,
-        **_names(db, rows),
+        "offset": 0,
+        "base_query": "",
+        "error": None,
+        "matches": [],
+        "kind": "",
+        "devices": {},
+        "users": {},
     }
     return render(request, "exposure/customer.html", ctx, principal=principal)

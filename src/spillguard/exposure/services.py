@@ -26,6 +26,8 @@ from spillguard.core.jobs import Job
 from spillguard.core.models import User
 from spillguard.core.roles import Permission, Principal
 from spillguard.core.settings import Settings
+from spillguard.customers.edm import EdmIndex
+from spillguard.customers.fields import PRIMARY, FieldKind
 from spillguard.customers.models import Customer
 from spillguard.devices.models import Device
 from spillguard.exposure.ledger import (
@@ -62,6 +64,7 @@ class ExposureAuditAction(StrEnum):
     LINK_CREATED = "exposure:gateway-link:created"
     LINK_REVOKED = "exposure:gateway-link:revoked"
     ACCESS_DENIED = "exposure:access:denied"
+    CUSTOMER_LOOKED_UP = "exposure:customer:looked-up"
 
 
 class ContentNotFound(NotFound):
@@ -568,6 +571,23 @@ class ExposureService:
         return self.customer_trail_by_directory_id(
             customer.id, limit=limit, offset=offset, audit_as=customer.external_id
         )
+
+    def customers_with(self, index: EdmIndex | None, kind: FieldKind, value: str) -> list[str]:
+        """Which directory customers have this e-mail, phone, card or loyalty number? The
+        value is normalised and hashed to look it up, then forgotten; the audit trail gets
+        the kind and the number found, never the value."""
+        self.principal.require(Permission.EXPOSURE_VIEW)
+        if kind not in PRIMARY:
+            raise InvalidDelivery("Search by e-mail, phone, card or loyalty number.")
+        found = index.customers_with(kind, value) if index is not None else []
+        record_event(
+            self.session,
+            self.principal,
+            ExposureAuditAction.CUSTOMER_LOOKED_UP,
+            object_type="customer",
+            details={"kind": kind.value, "found": len(found)},
+        )
+        return found
 
     def customer_trail_by_directory_id(
         self, customer_id: int, *, limit: int, offset: int, audit_as: str
