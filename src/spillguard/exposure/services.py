@@ -296,6 +296,14 @@ class DestinationExposure:
     categories: dict[str, int]
 
 
+def _needs_content(condition: Any) -> bool:
+    """Whether a filter condition reads a column of the contents table."""
+    return any(
+        getattr(col, "table", None) is InspectedContent.__table__
+        for col in condition.get_children()
+    )
+
+
 _LABELS_AT_LEAST = {label: [x.value for x in Label if x >= label] for label in Label}
 
 
@@ -516,16 +524,15 @@ class ExposureService:
         return found
 
     def _customers_query(self, conditions: list[Any]) -> Any:
-        reached = (
-            select(Delivery.content_id)
-            .join(InspectedContent, InspectedContent.id == Delivery.content_id)
-            .where(*conditions)
+        """Distinct directory ids of the customers in the contents that reached the
+        destination(s): deliveries by their index, then each content's customer list by
+        its primary key (no join to the contents unless a filter needs one)."""
+        query = select(ContentCustomer.customer_id).join(
+            Delivery, Delivery.content_id == ContentCustomer.content_id
         )
-        return (
-            select(ContentCustomer.customer_id)
-            .where(ContentCustomer.content_id.in_(reached))
-            .distinct()
-        )
+        if any(_needs_content(c) for c in conditions):
+            query = query.join(InspectedContent, InspectedContent.id == Delivery.content_id)
+        return query.where(*conditions).distinct()
 
     def _distinct_customers(self, conditions: list[Any]) -> int:
         inner = self._customers_query(conditions).subquery()
@@ -534,20 +541,23 @@ class ExposureService:
     def destination_customers(
         self, flt: DeliveryFilter, *, limit: int, offset: int
     ) -> tuple[list[str], int]:
-        """External ids of the distinct customers whose data reached the destination(s)."""
+        """External ids of the distinct customers whose data reached the destination(s),
+        in directory order (one query for the set, one for the page's ids)."""
         self.principal.require(Permission.EXPOSURE_VIEW)
         conditions = self._conditions(flt)
-        inner = self._customers_query(conditions).subquery()
-        total = int(self.session.scalar(select(func.count()).select_from(inner)) or 0)
-        ids = list(
-            self.session.scalars(
-                select(Customer.external_id)
-                .where(Customer.id.in_(select(inner.c.customer_id)))
-                .order_by(Customer.external_id)
-                .limit(limit)
-                .offset(offset)
+        every = sorted(self.session.scalars(self._customers_query(conditions)))
+        total = len(every)
+        page = every[offset : offset + limit]
+        external = (
+            dict(
+                self.session.execute(
+                    select(Customer.id, Customer.external_id).where(Customer.id.in_(page))
+                ).all()
             )
+            if page
+            else {}
         )
+        ids = [external[i] for i in page if i in external]
         record_event(
             self.session,
             self.principal,
