@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from faker import Faker
 from fastapi.testclient import TestClient
+from markupsafe import escape
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -516,7 +517,7 @@ def test_policy_editor_creates_edits_and_exports(
     created = post_on(console, "/policies/new", "/policies", form)
     assert created.status_code == 303, created.text
     listing = console.get("/policies").text
-    policy_id = re.search(r'href="/policies/(\d+)">' + re.escape(name), listing)
+    policy_id = re.search(r'href="/policies/(\d+)">' + re.escape(str(escape(name))), listing)
     assert policy_id
     pid = policy_id.group(1)
     stored = client.get(f"/api/v1/compliance-policies/{pid}", headers=admin_api).json()["rules"]
