@@ -100,7 +100,9 @@ def recipient_decision(
     if not active:
         return Decision(False, ("The recipient has no enrolled phone.",))
     # A lost phone that was not wiped may still sync the mailbox: it counts, and refuses.
-    refusals = [(d, device_decision(d, label, protected=protected)) for d in devices]
+    # A wiped or retired phone holds nothing and syncs nothing: it neither allows nor refuses.
+    syncing = [d for d in devices if d.state in (DeviceState.ACTIVE.value, DeviceState.LOST.value)]
+    refusals = [(d, device_decision(d, label, protected=protected)) for d in syncing]
     reasons = tuple(
         f"{d.name}: {decision.reason_text}" for d, decision in refusals if not decision.allow
     )
