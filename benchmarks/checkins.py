@@ -4,9 +4,15 @@ For each database it starts ``spillguard serve`` as a subprocess (the way
 tests/functional/live.py does), creates an administrator and an API token with the CLI,
 then over the admin API a compliance policy, a device group using it and an enrollment
 with N uses.  The fleet simulator (``devices.simulator.run_simulation``) enrols N
-simulated phones and checks them in every ``N / rate`` seconds (so about ``rate``
-check-ins per second) for ``--duration`` seconds.  It reports sustained check-ins/s,
-latency p50/p95/p99, errors, and the size of the command table before and after.
+simulated phones.  With ``--warmup`` (the default) every phone then checks in once: its
+first posture, judged, recorded in its history and audited by the ordinary check-in; this
+warm-up is timed and reported on its own.  The timed phase then checks the phones in for
+``--duration`` seconds, every ``K / rate`` seconds, K being the phones that keep checking
+in (the mix's "stale" phones check in once and fall silent), so that the fleet offers
+``rate`` check-ins per second.  It reports sustained check-ins/s (check-ins divided by the
+wall time of the timed phase), latency p50/p95/p99, errors, the CPU each party used per
+check-in, and the size of the command table before and after.  ``--no-warmup`` puts the
+first check-ins into the timed phase instead.
 
 Then "report lost" to lock: ``--lost-trials`` more phones check in every 30 s (each at its
 own phase); once each has checked in, every one is reported lost through the admin API
@@ -17,6 +23,7 @@ and dropped here).  Server and simulator share the machine: the load average is 
 
     .venv/bin/python benchmarks/checkins.py [--devices 10000] [--rate 1000]
         [--duration 60] [--workers 1] [--databases sqlite,postgresql] [--lost-trials 5]
+        [--concurrency 200] [--no-warmup]
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,7 +66,12 @@ from spillguard.devices.agent.backends.simulated import (  # noqa: E402
 )
 from spillguard.devices.agent.client import AsyncDeviceClient  # noqa: E402
 from spillguard.devices.models import Command as CommandRow  # noqa: E402
-from spillguard.devices.simulator import SimulationConfig, run_simulation  # noqa: E402
+from spillguard.devices.simulator import (  # noqa: E402
+    DEFAULT_MIX,
+    SimulationConfig,
+    allocate,
+    run_simulation,
+)
 
 POLICY = {
     "name": "Benchmark phones",
@@ -77,6 +90,23 @@ def cpu_model() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+def code_version() -> str:
+    """The commit measured, and whether the working tree differed from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head or 'unknown'}{' + working tree' if dirty else ''}"
 
 
 def load() -> str:
@@ -162,9 +192,12 @@ class CpuMeter:
     second and each one's last reading is kept.
     """
 
-    def __init__(self, server_pid: int, url: str) -> None:
+    def __init__(self, server_pid: int, url: str, start_phase: str = "enrolled") -> None:
         self.server_pid = server_pid
         self.url = url
+        self.start_phase = start_phase
+        self.warmup_server_start = 0.0
+        self.warmup_server_seconds = 0.0
         self.start: dict[str, float] = {}
         self.server_pids: list[int] = []
         self.backend_start: dict[int, float] = {}
@@ -180,6 +213,11 @@ class CpuMeter:
 
     def progress(self, phase: str, stats: Any) -> None:
         if phase == "enrolled":
+            self.warmup_server_start = cpu_seconds(process_tree(self.server_pid))
+        if phase == "warmed up":
+            used = cpu_seconds(process_tree(self.server_pid))
+            self.warmup_server_seconds = used - self.warmup_server_start
+        if phase == self.start_phase:
             self.server_pids = process_tree(self.server_pid)
             self.start = {"server": cpu_seconds(self.server_pids), "simulator": time.process_time()}
             for pid in database_backends(self.url):
@@ -198,6 +236,19 @@ class CpuMeter:
             ),
         }
         return {name: round(value * 1000 / max(checkins, 1), 3) for name, value in used.items()}
+
+
+def checkins_answered(server_url: str, api_token: str) -> dict[str, float]:
+    """The server's count of check-ins per answering path (fast / ordinary), from /metrics."""
+    text = httpx2.get(
+        f"{server_url}/metrics", headers={"Authorization": f"Bearer {api_token}"}, timeout=30
+    ).text
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("spillguard_device_checkins_total{"):
+            labels, _, value = line.rpartition(" ")
+            counts[labels.split('path="', 1)[1].split('"', 1)[0]] = float(value)
+    return counts
 
 
 def setup(server: LiveServer, env: dict[str, str], devices: int) -> tuple[str, str, str]:
@@ -295,12 +346,22 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             server_args = ["--workers", str(args.workers)] if args.workers > 1 else []
             with LiveServer(env, args=server_args, ready_timeout=120) as server:
                 api_token, fleet_token, lost_token = setup(server, env, args.devices)
-                interval = args.devices / args.rate
+                # Stale phones check in once: the others offer the whole rate.
+                keep_checking_in = args.devices - allocate(args.devices, DEFAULT_MIX).count("stale")
+                interval = keep_checking_in / args.rate
                 print(f"[{kind}] load before: {load()}", flush=True)
                 before = command_counts(url)
                 started = time.monotonic()
                 assert server.process is not None
-                meter = CpuMeter(server.process.pid, url)
+                start_phase = "warmed up" if args.warmup else "enrolled"
+                meter = CpuMeter(server.process.pid, url, start_phase)
+                answered_before: dict[str, float] = {}
+
+                def progress(phase: str, stats: Any) -> None:
+                    if phase == start_phase:
+                        answered_before.update(checkins_answered(server.url, api_token))
+                    meter.progress(phase, stats)
+
                 stats = run_simulation(
                     SimulationConfig(
                         server=server.url,
@@ -310,10 +371,16 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                         duration=args.duration,
                         concurrency=args.concurrency,
                         seed=1,
+                        warmup=args.warmup,
                     ),
-                    meter.progress,
+                    progress,
                 )
                 cpu = meter.per_checkin_ms(stats.checkins)
+                answered_after = checkins_answered(server.url, api_token)
+                answered = {
+                    path: int(count - answered_before.get(path, 0.0))
+                    for path, count in answered_after.items()
+                }
                 wall = time.monotonic() - started
                 after = command_counts(url)
                 load_after = load()
@@ -340,6 +407,16 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             "setup_and_run_wall_s": round(wall, 1),
             **{k: v for k, v in stats.as_dict().items() if k not in ("devices", "enrolled")},
             "cpu_ms_per_checkin": cpu,
+            "checkins_answered_by_path": answered,
+            **(
+                {
+                    "warmup_server_cpu_ms_per_checkin": round(
+                        meter.warmup_server_seconds * 1000 / max(stats.warmup.checkins, 1), 3
+                    )
+                }
+                if stats.warmup is not None
+                else {}
+            ),
             "commands_before": before,
             "commands_after": after,
             "load_after": load_after,
@@ -362,6 +439,12 @@ def main() -> int:
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--lost-trials", type=int, default=5)
     parser.add_argument(
+        "--warmup",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="every phone checks in once (its first posture) before the timed phase",
+    )
+    parser.add_argument(
         "--postgres-url",
         default=os.environ.get(
             "SPILLGUARD_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -373,6 +456,7 @@ def main() -> int:
         f" load average {load()}",
         flush=True,
     )
+    print(f"code: {code_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     for kind in args.databases.split(","):
         bench(kind.strip(), args)
     return 0

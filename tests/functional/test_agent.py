@@ -265,3 +265,36 @@ def test_simulator_reports_a_bad_token_without_crashing(live_app_url: str) -> No
     # In process, the server's own log lines share stderr; the CLI's error is the last.
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1].startswith("error: no device could enroll")
+
+
+def test_simulator_warm_up_checks_every_phone_in_once_before_the_timed_phase(
+    api: httpx2.Client, users: UserFactory, live_app_url: str
+) -> None:
+    from spillguard.devices.simulator import SimulationConfig, run_simulation
+
+    policy = api.post("/api/v1/compliance-policies", json=STRICT).json()
+    group = api.post("/api/v1/device-groups", json={"name": "Warm", "policy_id": policy["id"]})
+    issued = create_enrollment(api, users, uses_allowed=20, group_id=group.json()["id"])
+    stats = run_simulation(
+        SimulationConfig(
+            server=live_app_url,
+            enrollment_token=issued["token"],
+            devices=20,
+            interval=1.0,
+            duration=3.0,
+            concurrency=4,
+            seed=7,
+            warmup=True,
+        )
+    )
+    assert stats.enrolled == 20 and stats.errors == 0
+    assert stats.warmup is not None
+    assert stats.warmup.checkins == 20 and stats.warmup.errors == 0
+    assert len(stats.warmup.latencies) == 20
+    # The timed phase: the 19 phones that keep checking in, about 3 times each; the stale
+    # one checked in during the warm-up only.
+    assert 19 * 2 <= stats.checkins <= 19 * 4, stats.as_dict()
+    assert stats.as_dict()["warmup"]["checkins"] == 20
+    devices = api.get("/api/v1/devices", params={"limit": 100}).json()["items"]
+    assert all(d["last_checkin_at"] for d in devices)
+    assert len([d for d in devices if d["compliant"] is False]) == 5

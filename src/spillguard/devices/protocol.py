@@ -46,7 +46,8 @@ from spillguard.devices.services import (
 
 log = structlog.get_logger("spillguard.devices")
 
-_HEADER = re.compile(r"^Device ([1-9][0-9]{0,17})\.(\S{1,200})$", re.IGNORECASE)
+# "Device <id>.<credential>"
+DEVICE_HEADER = re.compile(r"^Device ([1-9][0-9]{0,17})\.(\S{1,200})$", re.IGNORECASE)
 
 
 class DeviceAuthenticationRequired(AuthenticationRequired):
@@ -98,7 +99,7 @@ def authenticate_device(
     session: Session, keys: KeyRing, header: str | None, base: Principal
 ) -> Device:
     """The device an ``Authorization: Device <id>.<credential>`` header stands for."""
-    match = _HEADER.match((header or "").strip())
+    match = DEVICE_HEADER.match((header or "").strip())
     if match is None:
         raise DeviceAuthenticationRequired(
             "Send the device credential as 'Authorization: Device <device_id>.<credential>'."

@@ -129,7 +129,20 @@ def parsed_policy(record: CompliancePolicyRecord) -> CompliancePolicy:
 
 def compliance_basis(posture_digest: str | None, record: CompliancePolicyRecord | None) -> str:
     """What a verdict depends on besides the clock: the posture and the policy version."""
-    policy = f"{record.id}@{record.updated_at.isoformat()}" if record is not None else "-"
+    if record is None:
+        return compliance_basis_of(posture_digest, None, None)
+    return compliance_basis_of(posture_digest, record.id, record.updated_at)
+
+
+def compliance_basis_of(
+    posture_digest: str | None, policy_id: int | None, policy_version: datetime | None
+) -> str:
+    """:func:`compliance_basis` from the policy's id and ``updated_at`` (None: no policy)."""
+    policy = (
+        "-"
+        if policy_id is None or policy_version is None
+        else (f"{policy_id}@{policy_version.isoformat()}")
+    )
     return hashlib.sha256(f"{posture_digest or '-'}|{policy}".encode()).hexdigest()
 
 

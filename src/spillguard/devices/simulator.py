@@ -129,6 +129,9 @@ class SimulationConfig:
     timeout: float = 30.0
     seed: int | None = None
     name_prefix: str = "sim"
+    # Every phone checks in once (its first posture) before the timed phase, which then
+    # measures the steady state; the warm-up is reported on its own (SimulationStats.warmup).
+    warmup: bool = False
 
 
 @dataclass
@@ -147,6 +150,7 @@ class SimulationStats:
     error_kinds: Counter[str] = field(default_factory=Counter)
     profiles: Counter[str] = field(default_factory=Counter)
     non_compliant: int = 0
+    warmup: SimulationStats | None = field(default=None, repr=False)
 
     @property
     def checkins_per_second(self) -> float:
@@ -179,6 +183,22 @@ class SimulationStats:
             },
             "profiles": dict(self.profiles),
             "non_compliant_at_last_checkin": self.non_compliant,
+            **({"warmup": self.warmup.phase_dict()} if self.warmup is not None else {}),
+        }
+
+    def phase_dict(self) -> dict[str, Any]:
+        """Check-ins, errors, rate and latency only (the warm-up's figures)."""
+        return {
+            "checkins": self.checkins,
+            "errors": self.errors,
+            "error_kinds": dict(self.error_kinds),
+            "elapsed_seconds": round(self.elapsed, 3),
+            "checkins_per_second": round(self.checkins_per_second, 2),
+            "latency_ms": {
+                "p50": self.latency_ms(0.50),
+                "p95": self.latency_ms(0.95),
+                "p99": self.latency_ms(0.99),
+            },
         }
 
 
@@ -223,6 +243,7 @@ class KeepAliveClient:
         self.timeout = timeout
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.slots = asyncio.Semaphore(connections)
+        self._heads: dict[str, bytes] = {}  # the request line and fixed headers, per path
 
     async def aclose(self) -> None:
         while self.idle:
@@ -235,20 +256,27 @@ class KeepAliveClient:
         self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
     ) -> dict[str, Any]:
         payload = json.dumps(body, separators=(",", ":")).encode()
-        head = [
-            f"POST {self.prefix}{path} HTTP/1.1".encode("latin-1"),
-            b"Host: " + self.host_header,
-            b"User-Agent: spillguard-simulator",
-            b"Content-Type: application/json",
-            b"Content-Length: " + str(len(payload)).encode(),
-        ]
-        head += [f"{k}: {v}".encode("latin-1") for k, v in (headers or {}).items()]
-        request = b"\r\n".join(head) + b"\r\n\r\n" + payload
+        head = self._heads.get(path)
+        if head is None:
+            head = self._heads[path] = (
+                f"POST {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1")
+                + b"Host: "
+                + self.host_header
+                + b"\r\nUser-Agent: spillguard-simulator\r\nContent-Type: application/json\r\n"
+            )
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        request = b"".join(
+            (
+                head,
+                extra.encode("latin-1"),
+                b"Content-Length: %d\r\n\r\n" % len(payload),
+                payload,
+            )
+        )
         async with self.slots:
             try:
-                status, content_type, content = await asyncio.wait_for(
-                    self._exchange(request), self.timeout
-                )
+                async with asyncio.timeout(self.timeout):
+                    status, content_type, content = await self._exchange(request)
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 raise ServerUnreachable(
                     f"cannot reach {self.host}:{self.port}: {type(exc).__name__}: {exc}"
@@ -392,6 +420,8 @@ class FleetSimulator:
         self.gate = asyncio.Semaphore(self.config.concurrency)
         await asyncio.gather(*(self._enroll(d) for d in self.fleet))
         self.progress("enrolled", self.stats)
+        if self.config.warmup:
+            await self._warm_up()
         started = time.perf_counter()
         deadline = started + self.config.duration
         ticker = asyncio.create_task(self._tick())
@@ -403,6 +433,21 @@ class FleetSimulator:
         self.stats.non_compliant = sum(1 for d in self.fleet if d.compliant is False)
         self.progress("done", self.stats)
         return self.stats
+
+    async def _warm_up(self) -> None:
+        """Every enrolled phone checks in once, as fast as the concurrency allows; counted
+        in ``stats.warmup``, not in the timed phase's figures."""
+        timed = self.stats
+        self.stats = SimulationStats(devices=timed.devices)
+        began = time.perf_counter()
+        try:
+            await asyncio.gather(*(self._checkin(d) for d in self.fleet if d.device_id))
+        finally:
+            self.stats.elapsed = max(time.perf_counter() - began, 1e-9)
+            timed.warmup, self.stats = self.stats, timed
+            timed.commands_acknowledged += timed.warmup.commands_acknowledged
+            timed.commands_failed += timed.warmup.commands_failed
+        self.progress("warmed up", self.stats)
 
     async def _tick(self) -> None:
         while True:
@@ -429,8 +474,8 @@ class FleetSimulator:
         self.progress("enrolling", self.stats)
 
     async def _live(self, device: SimulatedDevice, started: float, deadline: float) -> None:
-        if device.device_id is None:
-            return
+        if device.device_id is None or (self.config.warmup and device.profile == "stale"):
+            return  # a stale phone checks in once: in the warm-up, if there is one
         # Spread the first check-ins over one interval, as a real fleet's are.
         next_at = started + self.rng.uniform(0, min(self.config.interval, self.config.duration))
         while not device.gone:
