@@ -312,8 +312,8 @@ NAV_BY_ROLE = {
     ],
     "auditor": ["Home", "Devices", "Customers", "Exposure", "Users", "API tokens", "Audit events"],
     "helpdesk": ["Home", "Devices", "API tokens"],
-    "security": ["Home", "Devices", "Inspect", "Customers", "Exposure", "API tokens"],
-    "dpo": ["Home", "Devices", "Inspect", "Customers", "Exposure", "API tokens"],
+    "security": ["Home", "Devices", "Inspect", "Customers", "Exposure", "Quarantine", "API tokens"],
+    "dpo": ["Home", "Devices", "Inspect", "Customers", "Exposure", "Quarantine", "API tokens"],
 }
 
 

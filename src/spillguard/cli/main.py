@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from spillguard import __version__
-from spillguard.cli import agent, db, scan, serve, simulate, tokens, users
+from spillguard.cli import agent, db, mailfilter, scan, serve, simulate, tokens, users
 from spillguard.cli.audit import app as audit_app
 from spillguard.cli.common import err
 from spillguard.cli.customers import app as customers_app
@@ -28,6 +28,7 @@ app.add_typer(agent.app, name="agent")
 app.add_typer(audit_app, name="audit")
 app.command("simulate")(simulate.simulate)
 app.command("scan")(scan.scan)
+app.command("mail-filter")(mailfilter.mail_filter)
 
 
 @app.command()

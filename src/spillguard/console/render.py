@@ -17,7 +17,7 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescap
 
 from spillguard import __version__
 from spillguard.core.keys import KeyPurpose
-from spillguard.core.roles import Permission, Principal
+from spillguard.core.roles import Permission, Principal, Role
 
 SRC = Path(__file__).resolve().parent.parent
 CSRF_COOKIE = "sg_csrf"
@@ -30,6 +30,13 @@ class NavEntry:
     label: str
     href: str
     permission: Permission
+    # When set, only these roles see the entry (admin holds every permission).
+    roles: frozenset[Role] | None = None
+
+    def shown_to(self, principal: Principal | None) -> bool:
+        if principal is None or not principal.can(self.permission):
+            return False
+        return self.roles is None or principal.role in self.roles
 
 
 # Modules add their entries here as they land; absent modules have no entry at all.
@@ -39,6 +46,12 @@ NAVIGATION: list[NavEntry] = [
     NavEntry("Inspect", "/inspections", Permission.INSPECTIONS_RUN),
     NavEntry("Customers", "/customers", Permission.CUSTOMERS_VIEW),
     NavEntry("Exposure", "/exposure", Permission.EXPOSURE_VIEW),
+    NavEntry(
+        "Quarantine",
+        "/exposure/quarantine",
+        Permission.QUARANTINE_MANAGE,
+        frozenset({Role.SECURITY, Role.DPO}),
+    ),
     NavEntry("Users", "/users", Permission.USERS_VIEW),
     NavEntry("API tokens", "/tokens", Permission.TOKENS_OWN),
     NavEntry("Audit events", "/audit", Permission.AUDIT_VIEW),
@@ -102,7 +115,7 @@ def render(
     seed, new = csrf_seed(request)
     ctx: dict[str, Any] = {
         "principal": principal,
-        "nav": [n for n in NAVIGATION if principal is not None and principal.can(n.permission)],
+        "nav": [n for n in NAVIGATION if n.shown_to(principal)],
         "csrf_token": csrf_token_for(request, seed),
         "path": request.url.path,
     }

@@ -249,6 +249,8 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     from spillguard.devices import views as devices_views
     from spillguard.exposure import api as exposure_api
     from spillguard.exposure import ledger_views as exposure_ledger_views
+    from spillguard.exposure import quarantine_api
+    from spillguard.exposure import views as exposure_views
     from spillguard.inspection import api as inspection_api
     from spillguard.inspection import views as inspection_views
 
@@ -266,6 +268,8 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     app.include_router(customers_api.router, responses=PROBLEM_RESPONSES)
     app.include_router(audit_api.router, responses=PROBLEM_RESPONSES)
     app.include_router(exposure_api.router, responses=PROBLEM_RESPONSES)
+    app.include_router(quarantine_api.router, responses=PROBLEM_RESPONSES)
+    app.include_router(exposure_views.router)
     app.include_router(exposure_api.gateway, responses=PROBLEM_RESPONSES)
     app.include_router(exposure_api.decisions, responses=PROBLEM_RESPONSES)
     app.include_router(exposure_ledger_views.router)

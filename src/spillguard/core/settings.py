@@ -131,6 +131,52 @@ class Settings(BaseSettings):
     gateway_link_days: int = Field(
         default=14, ge=1, le=365, description="Days a gateway link works after it is made."
     )
+    mail_filter_listen: str = Field(
+        default="127.0.0.1:10025",
+        pattern=r"^\S+:\d{1,5}$",
+        description="host:port where `spillguard mail-filter` accepts mail from the mail "
+        "server (Postfix content_filter).",
+    )
+    mail_filter_next_hop: str = Field(
+        default="127.0.0.1:10026",
+        pattern=r"^\S+:\d{1,5}$",
+        description="host:port of the SMTP server the mail filter re-injects mail into.",
+    )
+    mail_filter_next_hop_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="How long the mail filter waits for each reply of the next hop.",
+    )
+    mail_filter_protected_label: str = Field(
+        default="confidential",
+        pattern=r"^(public|internal|confidential|restricted)$",
+        description="Content at or above this label reaches an internal recipient only if "
+        "every phone of theirs is compliant.",
+    )
+    mail_filter_external_label: str = Field(
+        default="restricted",
+        pattern=r"^(public|internal|confidential|restricted)$",
+        description="Mail to an outside recipient with content at or above this label is "
+        "quarantined and the sender told.",
+    )
+    mail_filter_internal_action: str = Field(
+        default="link",
+        pattern=r"^(link|quarantine)$",
+        description="What happens to protected content for an internal recipient whose "
+        "phone fails: 'link' (replace it with a gateway link) or 'quarantine'.",
+    )
+    mail_filter_internal_domains: str = Field(
+        default="",
+        description="Comma-separated mail domains whose recipients are internal even "
+        "without a Spillguard account.",
+    )
+    mail_filter_max_message_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Largest message the mail filter accepts (larger: 552).",
+    )
     authz_backstop_strict: bool = Field(
         default=False,
         description="Turn a route that skipped its authorisation check into an error (tests).",
