@@ -30,11 +30,13 @@ import hashlib
 import multiprocessing
 import re
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
-from operator import or_
+from itertools import accumulate, chain, repeat
+from operator import add, itemgetter, or_, sub
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,10 +54,13 @@ from spillguard.customers.fields import (
     normalise,
     normalise_address,
     normalise_card,
+    normalise_card_many,
     normalise_date,
     normalise_email,
     normalise_loyalty,
+    normalise_loyalty_many,
     normalise_phone,
+    normalise_phone_many,
     normalise_postcode,
 )
 from spillguard.inspection.detectors.base import Entity
@@ -81,6 +86,18 @@ _SHIFT_LEFT_32 = (32).__rlshift__  # d -> d << 32
 _SHIFT_RIGHT_32 = (32).__rrshift__  # p -> p >> 32
 _LOW_32 = (0xFFFFFFFF).__and__  # p -> p & 0xFFFFFFFF
 _SEP = b"\x1f"
+_FIRST_BYTES = itemgetter(slice(0, DIGEST_BYTES))
+_BUCKET_BITS = 12
+_BIG_ENDIAN = partial(int.from_bytes, byteorder="big")
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+# An e-mail address that normalise_email gives back as written: lower case, local-part
+# segments of letters then at most five digits, a domain of letters and hyphens (the
+# table scan's e-mail shape; a unit test compares the two).
+_SIMPLE_EMAIL = re.compile(
+    r"(?=.{6,64}\Z)[a-z]++[0-9]{0,5}+(?:[._%+'-][a-z]++[0-9]{0,5}+)*+"
+    r"@(?:[a-z]++(?:-[a-z]++)*+\.)++[a-z]{2,24}+",
+    re.ASCII | re.DOTALL,
+)
 _MAX_NGRAM_NAME = 3
 
 
@@ -123,6 +140,18 @@ class FieldHasher:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return int.from_bytes(outer.digest()[:DIGEST_BYTES], "big")
+
+    def many(self, kinds: Sequence[FieldKind], values: Sequence[str]) -> list[int]:
+        """The digest of each ``(kinds[i], values[i])``, as :meth:`__call__` gives it,
+        computed with C-level maps over the lists."""
+        count = len(values)
+        hash_type = type(self._inner)
+        messages = map(add, map(self._prefixes.__getitem__, kinds), map(str.encode, values))
+        inners = list(map(hash_type.copy, repeat(self._inner, count)))
+        deque(map(hash_type.update, inners, messages), maxlen=0)
+        outers = list(map(hash_type.copy, repeat(self._outer, count)))
+        deque(map(hash_type.update, outers, map(hash_type.digest, inners)), maxlen=0)
+        return list(map(_BIG_ENDIAN, map(_FIRST_BYTES, map(hash_type.digest, outers))))
 
 
 @dataclass
@@ -498,6 +527,8 @@ class EdmIndex:
         self._primary_owners = primary_owners
         self._support = support
         self._offsets = offsets
+        self._bucket_bounds: tuple[int, array[int]] | None = None
+        self._buckets()
         self._entities: dict[str, FieldKind] = {
             Entity.EMAIL.value: FieldKind.EMAIL,
             Entity.PHONE.value: FieldKind.PHONE,
@@ -565,9 +596,39 @@ class EdmIndex:
             return []
         return sorted({self._ids[n] for n in self.candidates(kind, normalised)})
 
+    def _buckets(self) -> tuple[int, array[int]]:
+        """``(shift, bounds)``: the sorted primary digests cut into buckets by their top
+        bits (at most 4,096 buckets, about 64 digests a bucket in smaller indexes);
+        ``bounds[b]`` is where bucket ``b`` starts, so a look-up bisects one bucket
+        instead of the whole array.  Derived from the digests, never stored; made when
+        the index is (a few milliseconds for a million customers)."""
+        made = self._bucket_bounds
+        if made is None:
+            keys = self._primary_keys
+            bits = max(0, min(_BUCKET_BITS, len(keys).bit_length() - 6))
+            shift = 64 - bits
+            bounds = array("Q", (bisect.bisect_left(keys, b << shift) for b in range(1 << bits)))
+            bounds.append(len(keys))
+            made = self._bucket_bounds = (shift, bounds)
+        return made
+
+    def _places(self, digests: Sequence[int]) -> Iterator[int]:
+        """``bisect_left(primary keys, d)`` for each digest, bucket by bucket."""
+        shift, bounds = self._buckets()
+        tops = list(map(shift.__rrshift__, digests))
+        return map(
+            bisect.bisect_left,
+            repeat(self._primary_keys),
+            digests,
+            map(bounds.__getitem__, tops),
+            map(bounds.__getitem__, map((1).__add__, tops)),
+        )
+
     def _owners(self, digest: int) -> list[int]:
         keys = self._primary_keys
-        at = bisect.bisect_left(keys, digest)
+        shift, bounds = self._buckets()
+        top = digest >> shift
+        at = bisect.bisect_left(keys, digest, bounds[top], bounds[top + 1])
         found = []
         while at < len(keys) and keys[at] == digest:
             found.append(self._primary_owners[at])
@@ -696,26 +757,100 @@ class EdmIndex:
         """Record matches in table rows: a primary and a supporting value of the same
         customer in the same row.  Each cell is tried as every primary kind; the other
         cells of a row with a primary hit are read as names, address lines, postcodes
-        and dates."""
+        and dates.
+
+        The primaries of every cell are found, hashed and looked up for the whole table
+        at once (:meth:`_cells_primaries`, :meth:`FieldHasher.many`): the same values
+        as cell by cell, in the same order.
+        """
+        rows = [row if isinstance(row, (list, tuple)) else list(row) for row in rows]
+        widths = list(map(len, rows))
+        flat = list(chain.from_iterable(rows))
+        if not set(map(type, flat)) <= {str}:
+            flat = [c if isinstance(c, str) else "" for c in flat]
+        positions: list[int] = []
+        kinds: list[FieldKind] = []
+        values: list[str] = []
+        for position, found in enumerate(self._cells_primaries(flat)):
+            for kind, value in found:
+                positions.append(position)
+                kinds.append(kind)
+                values.append(value)
         hits: dict[int, tuple[set[FieldKind], set[FieldKind]]] = {}
-        for row in rows:
-            cells = [c if isinstance(c, str) else "" for c in row]
-            found: list[tuple[int, FieldKind, list[int]]] = []
-            for position, cell in enumerate(cells):
-                for kind, value in self._cell_primaries(cell):
-                    owners = self.candidates(kind, value)
-                    if owners:
-                        found.append((position, kind, owners))
-            if not found:
+        if not values:
+            return self._result(hits)
+        keys = self._primary_keys
+        size = len(keys)
+        digests = self._hash.many(kinds, values)
+        places = self._places(digests)
+        # (row, position in row, kind, owners) of every primary that belongs to someone.
+        by_row: dict[int, list[tuple[int, FieldKind, list[int]]]] = {}
+        row_starts = list(accumulate(widths, initial=0))
+        owners_of = self._primary_owners
+        for position, kind, digest, at in zip(positions, kinds, digests, places, strict=True):
+            if at >= size or keys[at] != digest:
                 continue
-            support = self._row_support(cells, {p for p, _k, _o in found})
-            for _position, kind, owners in found:
+            owners = []
+            while at < size and keys[at] == digest:
+                owners.append(owners_of[at])
+                at += 1
+            row = bisect.bisect_right(row_starts, position) - 1
+            by_row.setdefault(row, []).append((position - row_starts[row], kind, owners))
+        for row, in_row in by_row.items():
+            cells = flat[row_starts[row] : row_starts[row + 1]]
+            support = self._row_support(cells, {p for p, _k, _o in in_row})
+            for _position, kind, owners in in_row:
                 for number in owners:
-                    kinds = {support[d] for d in self._supporting_of(number) if d in support}
+                    kinds_found = {support[d] for d in self._supporting_of(number) if d in support}
                     prim, supp = hits.setdefault(number, (set(), set()))
                     prim.add(kind)
-                    supp.update(kinds)
+                    supp.update(kinds_found)
         return self._result(hits)
+
+    def _cells_primaries(self, cells: Sequence[str]) -> list[list[tuple[FieldKind, str]]]:
+        """:meth:`_cell_primaries` of each cell, the table's cells together: digits
+        counted for all at once (ASCII cells), e-mail addresses of the simple shape
+        taken as written, phones, cards and loyalty numbers normalised as lists."""
+        texts = list(map(str.strip, cells))
+        joined = "\n".join(texts)
+        if joined.count("\n") != len(texts) - 1 or not joined.isascii():
+            return list(map(self._cell_primaries, cells))
+        counts = map(sub, map(len, texts), map(len, joined.translate(_NO_DIGITS).split("\n")))
+        out: list[list[tuple[FieldKind, str]]] = [[] for _ in texts]
+        numeric: list[int] = []
+        phones: list[int] = []
+        for at, (text, digits) in enumerate(zip(texts, counts, strict=True)):
+            if not text or len(text) > 320:
+                continue
+            if "@" in text:
+                email = text if _SIMPLE_EMAIL.fullmatch(text) else normalise_email(text)
+                if email is not None:
+                    out[at].append((FieldKind.EMAIL, email))
+                continue
+            if digits < 6:
+                continue
+            numeric.append(at)
+            if digits >= 7:
+                phones.append(at)
+        if not numeric:
+            return out
+        settings = self.settings
+        for at, phone in zip(
+            phones,
+            normalise_phone_many([texts[i] for i in phones], settings.phone_region),
+            strict=True,
+        ):
+            if phone is not None:
+                out[at].append((FieldKind.PHONE, phone))
+        numbers = [texts[i] for i in numeric]
+        for kind, found in (
+            (FieldKind.CARD, normalise_card_many(numbers)),
+            (FieldKind.LOYALTY_NUMBER, normalise_loyalty_many(numbers, settings.loyalty)),
+        ):
+            for at, value in zip(numeric, found, strict=True):
+                if value is not None:
+                    out[at].append((kind, value))
+        return out
 
     def _cell_primaries(self, cell: str) -> list[tuple[FieldKind, str]]:
         text = cell.strip()

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from datetime import date
 from enum import StrEnum
 from functools import lru_cache
+from itertools import repeat
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from spillguard.inspection.detectors.checkdigits import luhn
+from spillguard.inspection.detectors.checkdigits import luhn, luhn_many
 from spillguard.inspection.detectors.email import validate as _validate_email
 from spillguard.inspection.detectors.phone import _DRAMA_PREFIXES, is_drama_number, numbering_plan
 from spillguard.inspection.detectors.postcode import validate as _validate_postcode
@@ -38,11 +40,14 @@ __all__ = [
     "normalise",
     "normalise_address",
     "normalise_card",
+    "normalise_card_many",
     "normalise_date",
     "normalise_email",
     "normalise_loyalty",
+    "normalise_loyalty_many",
     "normalise_name",
     "normalise_phone",
+    "normalise_phone_many",
     "normalise_postcode",
 ]
 
@@ -146,6 +151,56 @@ def normalise_phone(value: str, region: str = "GB") -> str | None:
 
 
 _DRAMA = frozenset(_DRAMA_PREFIXES)
+_PHONE_TEXT = re.compile(r"[0-9+ \t\-.()/]*")  # the ASCII characters of _PHONE_CHARS
+_PLAIN_TEXT = re.compile(r"[0-9 \-./]*")  # _PLAIN_NUMBER_CHARS
+
+
+def normalise_phone_many(values: Sequence[str], region: str = "GB") -> list[str | None]:
+    """:func:`normalise_phone` of each value (the same answers, for a table's cells).
+
+    For ASCII values in region GB the fast path's compaction is done for all values at
+    once (one ``replace`` and one ``translate`` of the joined values) and its
+    character tests by regex; its decisions are then taken value by value, and what it
+    leaves to libphonenumber goes there as before.
+    """
+    texts = list(map(str.strip, values))
+    joined = "\n".join(texts)
+    if region != "GB" or joined.count("\n") != len(texts) - 1 or not joined.isascii():
+        return [normalise_phone(value, region) for value in values]
+    compacts = joined.replace("(0)", "").translate(_PHONE_JUNK).split("\n")
+    phone_chars = map(_PHONE_TEXT.fullmatch, texts)
+    plain_chars = map(_PLAIN_TEXT.fullmatch, texts)
+    plan = numbering_plan(44)
+    out: list[str | None] = []
+    for text, compact, chars, plain in zip(texts, compacts, phone_chars, plain_chars, strict=True):
+        if not text or len(text) > 40:
+            out.append(None)
+            continue
+        if chars is None:
+            out.append(_normalise_phone_slow(text, region))
+            continue
+        if compact.startswith("+44"):
+            national = compact[3:]
+        elif compact.startswith("0044"):
+            national = compact[4:]
+        elif compact.startswith("0") and not compact.startswith("00"):
+            national = compact[1:]
+        elif plain is not None and not compact.startswith(("0", "44", "180020")):
+            national = compact
+        else:
+            out.append(_normalise_phone_slow(text, region))
+            continue
+        if not national.isdigit() or national.startswith(("0", "180020")):
+            out.append(_normalise_phone_slow(text, region))
+            continue
+        rule = plan.get(len(national))
+        if (len(national) == 10 and national[:7] in _DRAMA) or (
+            rule is not None and rule.fullmatch(national) is not None
+        ):
+            out.append("+44" + national)
+        else:
+            out.append(None)
+    return out
 
 
 def _normalise_phone_slow(text: str, region: str) -> str | None:
@@ -368,6 +423,25 @@ def normalise_card(value: str) -> str | None:
     return digits
 
 
+_CARD_TEXT = re.compile(r"[0-9 \-]{0,40}")
+
+
+def normalise_card_many(values: Sequence[str]) -> list[str | None]:
+    """:func:`normalise_card` of each value: the character and length tests by regex,
+    separators removed from all values at once, Luhn by ``luhn_many``."""
+    texts = list(map(str.strip, values))
+    joined = "\n".join(texts)
+    if joined.count("\n") != len(texts) - 1:
+        return list(map(normalise_card, values))
+    numbers = joined.replace(" ", "").replace("-", "").split("\n")
+    shaped = map(_CARD_TEXT.fullmatch, texts)
+    checked = luhn_many(numbers)
+    return [
+        n if shape is not None and 12 <= len(n) <= 19 and good else None
+        for n, shape, good in zip(numbers, shaped, checked, strict=True)
+    ]
+
+
 class LoyaltyFormat(BaseModel):
     """How the organisation's loyalty numbers look: configuration, not code.
 
@@ -418,6 +492,28 @@ def normalise_loyalty(value: str, loyalty: LoyaltyFormat = _DEFAULT_LOYALTY) -> 
     if not digits or (loyalty.check_digit == "luhn" and not luhn(digits)):
         return None
     return digits
+
+
+_NOT_ASCII_DIGIT_OR_BREAK = re.compile(r"[^0-9\n]")
+
+
+def normalise_loyalty_many(
+    values: Sequence[str], loyalty: LoyaltyFormat = _DEFAULT_LOYALTY
+) -> list[str | None]:
+    """:func:`normalise_loyalty` of each value: the format tested value by value, the
+    digits taken from all values at once, Luhn (when configured) by ``luhn_many``."""
+    texts = list(map(str.strip, values))
+    joined = "\n".join(texts)
+    if joined.count("\n") != len(texts) - 1:
+        return [normalise_loyalty(value, loyalty) for value in values]
+    pattern = loyalty.compiled()
+    digits = _NOT_ASCII_DIGIT_OR_BREAK.sub("", joined).split("\n")
+    fits = [bool(t) and len(t) <= 64 and pattern.fullmatch(t) is not None for t in texts]
+    checked = luhn_many(digits) if loyalty.check_digit == "luhn" else repeat(True)
+    return [
+        d if fit and d and good else None
+        for d, fit, good in zip(digits, fits, checked, strict=False)
+    ]
 
 
 # --- dispatch ---------------------------------------------------------------------

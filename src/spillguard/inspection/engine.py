@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
-from typing import Any, Literal
+from itertools import accumulate, chain, repeat
+from operator import add, setitem
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
@@ -48,15 +50,22 @@ from spillguard.inspection.detectors import Detector, DetectorSettings, build_de
 from spillguard.inspection.detectors.base import TOKEN_CHARS, is_glued, separator_subspans
 from spillguard.inspection.masking import mask
 
+if TYPE_CHECKING:
+    from spillguard.inspection.tables import TableScanner
+
 __all__ = [
     "BackendUnavailable",
     "Finding",
     "InspectionEngine",
+    "Layout",
     "PatternError",
     "ScanResult",
     "ScanStatus",
+    "TableScanResult",
     "TableText",
     "fold_text",
+    "lay_out",
+    "make_findings",
     "table_text",
 ]
 
@@ -68,6 +77,9 @@ DEFAULT_TIMEOUT = 30.0
 MAX_HEADER_LABEL = 40
 DEFAULT_MAX_CANDIDATES = 2_000_000
 _CHECK_EVERY = 512
+Ranked = tuple[float, int, int, int, int, int, bool, str]
+"""A candidate that is a finding: ``(-confidence, start - end, start, detector, order,
+end, context, value)``; sorted, the ranking of overlap resolution."""
 # A text with more candidates than one per this many characters has its context words
 # found once for the whole text (:class:`ContextIndex`) rather than once per candidate.
 _DENSE_CHARS_PER_CANDIDATE = 64
@@ -209,6 +221,51 @@ def _make_finding(
     return finding
 
 
+_FEW = 8  # below this many findings, the maps' set-up costs more than they save
+# Attribute dictionaries of prototype findings, per (entity, detector, confidence,
+# context, region): copied, never changed (bounded: custom identifiers are few).
+_TEMPLATES: dict[tuple[str, str, float, bool, str], dict[str, Any]] = {}
+_MAX_TEMPLATES = 256
+
+
+def make_findings(
+    entity: str,
+    detector: str,
+    starts: Sequence[int],
+    ends: Sequence[int],
+    confidence: float,
+    context: bool,
+    values: Sequence[str],
+    region: str,
+) -> list[Finding]:
+    """Findings of one detector, one confidence and one context flag, equal to
+    ``Finding(entity=…, start=starts[i], end=ends[i], value=values[i], …)``: a table
+    column's worth made with C-level maps (a copied template dictionary per finding,
+    three keys set), not a Python call per finding."""
+    count = len(values)
+    if count < _FEW:
+        return [
+            _make_finding(entity, detector, start, end, confidence, context, value, region)
+            for start, end, value in zip(starts, ends, values, strict=True)
+        ]
+    # The attribute dictionary of a finding made the ordinary way shares its keys with
+    # every finding's (CPython's key-sharing instance dictionaries): its copies are
+    # smaller and quicker to make than copies of a plain dictionary.
+    template_key = (entity, detector, confidence, context, region)
+    template = _TEMPLATES.get(template_key)
+    if template is None:
+        if len(_TEMPLATES) >= _MAX_TEMPLATES:
+            _TEMPLATES.clear()
+        prototype = Finding(entity, detector, 0, 0, confidence, context, "", region)
+        template = _TEMPLATES[template_key] = vars(prototype)
+    states = list(map(dict.copy, repeat(template, count)))
+    for key, column in (("start", starts), ("end", ends), ("value", values)):
+        deque(map(setitem, states, repeat(key), column), maxlen=0)
+    findings = list(map(_new_object, repeat(Finding, count)))
+    deque(map(_set_attribute, findings, repeat("__dict__"), states), maxlen=0)
+    return findings
+
+
 @dataclass(frozen=True)
 class _Plan:
     """What :meth:`InspectionEngine._findings` needs of one detector, read once."""
@@ -273,6 +330,14 @@ class ScanResult:
         return dict(Counter(f.entity for f in self.findings))
 
 
+@dataclass(frozen=True)
+class TableScanResult(ScanResult):
+    """The inspection of a table (:meth:`InspectionEngine.scan_table`), and its layout:
+    finding offsets are offsets of ``table.text``; ``table.locate`` maps them to cells."""
+
+    table: TableText | None = field(default=None, compare=False, repr=False)
+
+
 class InspectionEngine:
     """Detectors compiled into one multi-pattern database, ready to scan texts.
 
@@ -316,6 +381,7 @@ class InspectionEngine:
         self._entities = tuple(str(d.entity) for d in self.detectors)
         self._names = tuple(d.name for d in self.detectors)
         self._context_table = ContextTable([p.words if p else None for p in self._plans])
+        self._table_scanner: TableScanner | None = None
 
     def _make_backend(self, choice: BackendChoice, patterns: list[str]) -> ScanBackend:
         if choice != "auto":
@@ -368,6 +434,55 @@ class InspectionEngine:
             elapsed=self._clock() - started,
         )
 
+    def scan_table(
+        self, rows: Sequence[Sequence[str]], *, timeout: float | _Unset | None = _UNSET
+    ) -> TableScanResult:
+        """Inspect a table: the findings of ``scan_text(table_text(rows).text)``, with the
+        :class:`TableText` their offsets refer to (:attr:`TableScanResult.table`).
+
+        Cells are read column by column (:mod:`spillguard.inspection.tables`): where a
+        cell's shape decides what the engine would find in it, it is decided without
+        the candidate loop, a whole column at a time.  On timeout or engine failure
+        the result is ``uninspected``, as for :meth:`scan_text`.
+        """
+        seconds = self.timeout if isinstance(timeout, _Unset) else timeout
+        started = self._clock()
+        deadline = Deadline(seconds, self._clock)
+        layout = lay_out(rows)
+        table = layout.table()
+        try:
+            deadline.check()
+            scanner = self._table_scanner
+            if scanner is None:
+                from spillguard.inspection.tables import TableScanner
+
+                scanner = self._table_scanner = TableScanner(self)
+            findings = scanner.scan(layout, deadline)
+            deadline.check()
+        except ScanTimeout:
+            reason = f"timeout: not finished within {seconds} s"
+        except TooManyCandidates:
+            reason = f"too many candidates: more than {self.max_candidates}"
+        except Exception as exc:
+            # The message may quote the text being scanned: only its type is reported.
+            reason = f"engine error: {type(exc).__name__}"
+        else:
+            return TableScanResult(
+                status=ScanStatus.FINDINGS if findings else ScanStatus.CLEAN,
+                findings=tuple(findings),
+                backend=self.backend,
+                elapsed=self._clock() - started,
+                table=table,
+            )
+        uninspected = self._uninspected(reason, started)
+        return TableScanResult(
+            status=uninspected.status,
+            reason=uninspected.reason,
+            backend=uninspected.backend,
+            elapsed=uninspected.elapsed,
+            table=table,
+        )
+
     def _uninspected(self, reason: str, started: float) -> ScanResult:
         log.warning("inspection.uninspected", reason=reason, backend=self.backend)
         return ScanResult(
@@ -381,9 +496,10 @@ class InspectionEngine:
         self, text: str, data: bytes, raw: list[RawMatch], deadline: Deadline
     ) -> list[Finding]:
         if len(data) == len(text):
-            offsets = None
+            spans: Iterable[RawMatch] = raw
         else:
             offsets = _char_offsets(data, (o for _i, s, e in raw for o in (s, e)))
+            spans = [(number, offsets[start], offsets[end]) for number, start, end in raw]
         index: ContextIndex | None = None
         if (
             self._context_table.leading is not None
@@ -391,19 +507,27 @@ class InspectionEngine:
             and text.isascii()
         ):
             index = ContextIndex(text.lower(), self._context_table)
+        return self._make_findings(_resolve_ranked(self._rank(text, spans, deadline, index)))
+
+    def _rank(
+        self,
+        text: str,
+        spans: Iterable[RawMatch],
+        deadline: Deadline,
+        index: ContextIndex | None = None,
+    ) -> list[Ranked]:
+        """Refine, validate and score candidates ``(detector, start, end)`` (character
+        offsets of ``text``): the candidates that are findings, as ranked tuples
+        ``(-confidence, start - end, start, detector, order, end, context, value)``
+        (sorted, the ranking of :func:`_resolve_overlaps`, ties kept in the order found).
+        """
         plans = self._plans
         length = len(text)
         minimum = self.min_confidence
-        # (-confidence, start - end, start, detector index, order, end, context, value):
-        # sorted, the ranking of _resolve_overlaps, ties kept in the order found.
-        found: list[tuple[float, int, int, int, int, int, bool, str]] = []
-        for count, (number, byte_start, byte_end) in enumerate(raw, 1):
+        found: list[Ranked] = []
+        for count, (number, start, end) in enumerate(spans, 1):
             if count % _CHECK_EVERY == 0:
                 deadline.check()
-            if offsets is None:
-                start, end = byte_start, byte_end
-            else:
-                start, end = offsets[byte_start], offsets[byte_end]
             plan = plans[number]
             if plan is None:
                 finding = self._confirm(self.detectors[number], text, start, end)
@@ -468,7 +592,10 @@ class InspectionEngine:
             if confidence < minimum:
                 continue
             found.append((-confidence, start - end, start, number, len(found), end, context, value))
-        kept = _resolve_ranked(found)
+        return found
+
+    def _make_findings(self, kept: Iterable[Ranked]) -> list[Finding]:
+        """The findings of ranked tuples kept by :func:`_resolve_ranked`, in order."""
         region = self.region
         entities = self._entities
         names = self._names
@@ -523,19 +650,49 @@ class InspectionEngine:
         )
 
 
-@dataclass
 class TableText:
     """A table laid out for one engine pass, and the way back from offsets to cells.
 
     Each row is one line, its cells joined by tabs, and when the first row looks like a
     header every later cell is preceded by ``"Header: "``: a ``NHS No``, ``DOB`` or
     ``Sort code`` column header is then context for every cell below it, not only for
-    the first rows within reach of the header line.
+    the first rows within reach of the header line.  :attr:`text` is built when first
+    read (the column-wise scan seldom needs it).
     """
 
-    text: str
-    starts: tuple[int, ...]
-    cells: tuple[tuple[int, int, int], ...]  # row, cell, length (0-based)
+    def __init__(self, layout: Layout) -> None:
+        self._layout = layout
+        self._text: str | None = None
+        self.starts: Sequence[int] = layout.starts
+        """The offset of every cell in :attr:`text`, row after row."""
+        self.lengths: Sequence[int] = layout.lengths
+        """The length of every cell, in the same order."""
+        self.row_starts: Sequence[int] = layout.row_starts
+        """For each row, the position in :attr:`starts` of its first cell (and one more)."""
+
+    @property
+    def text(self) -> str:
+        """The laid-out table."""
+        if self._text is None:
+            self._text = self._layout.text
+        return self._text
+
+    @text.setter
+    def text(self, value: str) -> None:
+        # Setting it (to "" once the offsets are all that is needed) also lets the
+        # layout's copy go.
+        self._text = value
+        self._layout.forget_text()
+
+    @property
+    def cells(self) -> tuple[tuple[int, int, int], ...]:
+        """``(row, cell, length)`` of every cell, in the order of :attr:`starts`."""
+        rows = self.row_starts
+        return tuple(
+            (r, at - rows[r], self.lengths[at])
+            for r in range(len(rows) - 1)
+            for at in range(rows[r], rows[r + 1])
+        )
 
     def locate(self, offset: int) -> tuple[int, int, int, int] | None:
         """``(row, cell, offset in cell, cell length)`` of a text offset; ``None``
@@ -543,19 +700,146 @@ class TableText:
         at = bisect.bisect_right(self.starts, offset) - 1
         if at < 0:
             return None
-        row, cell, length = self.cells[at]
+        length = self.lengths[at]
         inside = offset - self.starts[at]
         if inside >= max(length, 1):
             return None
-        return row, cell, inside, length
+        row = bisect.bisect_right(self.row_starts, at) - 1
+        return row, at - self.row_starts[row], inside, length
+
+
+_CHUNK_ROWS = 4096
+
+
+class Layout:
+    """A table laid out (see :class:`TableText`), with what the column-wise scan needs:
+    every cell, row after row, its offset and length, and the header labels.
+
+    Every cell is preceded in the text by its *prefix* (the tab or line break before it,
+    then its label); the text is the prefixes and cells in turn, and a final line break.
+    """
+
+    def __init__(
+        self,
+        cells: list[str],
+        prefixes: list[str],
+        starts: list[int],
+        lengths: list[int],
+        labels: list[str] | None,
+        widths: list[int],
+        row_starts: list[int],
+        text: str | None = None,
+    ) -> None:
+        self.cells = cells
+        self.starts = starts
+        self.lengths = lengths
+        self.labels = labels
+        self.widths = widths
+        self.row_starts = row_starts
+        self._prefixes = prefixes
+        self._text = text
+
+    def prefix(self, position: int) -> str:
+        """What precedes cell ``position`` in the text: the tab (or the line break that
+        ends the row before) and its label."""
+        if self._prefixes:
+            return self._prefixes[position]
+        end = self.starts[position]
+        start = self.starts[position - 1] + self.lengths[position - 1] if position else 0
+        return self.text[start:end]
+
+    @property
+    def text(self) -> str:
+        """The laid-out table, built on first use."""
+        if self._text is None:
+            self._text = "".join(chain.from_iterable(zip(self._prefixes, self.cells, strict=True)))
+            self._text += "\n"
+        return self._text
+
+    def forget_text(self) -> None:
+        """Drop the built text (it is built again if asked for)."""
+        if self._prefixes:
+            self._text = None
+
+    def table(self) -> TableText:
+        """The laid-out table (shares this layout's lists)."""
+        return TableText(self)
+
+    def columns(self) -> Iterator[tuple[int | None, list[str], Sequence[int]]]:
+        """``(column, cells, positions)``: the header row first (column ``None``) when
+        there are labels, then each column of the other rows, in blocks of rows."""
+        widths = self.widths
+        rows = self.row_starts
+        cells = self.cells
+        first = 0
+        if self.labels is not None and widths:
+            first = 1
+            yield None, cells[: widths[0]], range(widths[0])
+        for top in range(first, len(widths), _CHUNK_ROWS):
+            bottom = min(len(widths), top + _CHUNK_ROWS)
+            block = widths[top:bottom]
+            width = block[0]
+            base, end = rows[top], rows[bottom]
+            if block.count(width) == len(block):
+                for column in range(width):
+                    yield (
+                        column,
+                        cells[base + column : end : width],
+                        range(base + column, end, width),
+                    )
+                continue
+            for column in range(max(block)):
+                positions = [rows[r] + column for r in range(top, bottom) if widths[r] > column]
+                yield column, [cells[p] for p in positions], positions
 
 
 def table_text(rows: Sequence[Sequence[str]]) -> TableText:
     """``rows`` as one text for :meth:`InspectionEngine.scan_text`; see :class:`TableText`."""
+    return lay_out(rows).table()
+
+
+def lay_out(rows: Sequence[Sequence[str]]) -> Layout:
+    """``rows`` laid out as :func:`table_text` does, keeping every cell's place."""
     labels = header_labels(rows)
+    widths = list(map(len, rows))
+    cells: list[str] = list(chain.from_iterable(rows))
+    lengths = list(map(len, cells))
+    row_starts = list(accumulate(widths, initial=0))
+    count = len(rows)
+    if not count or not all(widths):
+        return _lay_out_slowly(rows, labels, widths, cells, lengths, row_starts)
+    # The prefix of a cell: the tab before it (the line break ending the row before,
+    # for a row's first cell but the table's), then its label.
+    first = [""] + ["\t"] * (widths[0] - 1)
+    if labels is None:
+        label_of = [""] * max(widths)
+    else:
+        label_of = labels + [""] * max(0, max(widths) - len(labels))
+    after = ["\n" + label_of[0]] + ["\t" + label for label in label_of[1:]]
+    if widths.count(widths[0]) == count:
+        prefixes = first + after[: widths[0]] * (count - 1)
+    else:
+        prefixes = first.copy()
+        for width in widths[1:]:
+            prefixes += after[:width]
+    prefix_lengths = list(map(len, prefixes))
+    starts = list(
+        map(add, accumulate(map(add, prefix_lengths, lengths), initial=0), prefix_lengths)
+    )
+    return Layout(cells, prefixes, starts, lengths, labels, widths, row_starts)
+
+
+def _lay_out_slowly(
+    rows: Sequence[Sequence[str]],
+    labels: list[str] | None,
+    widths: list[int],
+    cells: list[str],
+    lengths: list[int],
+    row_starts: list[int],
+) -> Layout:
+    """:func:`lay_out` cell by cell (a table with an empty row, or no rows)."""
     pieces: list[str] = []
     starts: list[int] = []
-    cells: list[tuple[int, int, int]] = []
     position = 0
     for r, row in enumerate(rows):
         for c, cell in enumerate(row):
@@ -566,12 +850,12 @@ def table_text(rows: Sequence[Sequence[str]]) -> TableText:
                 pieces.append(labels[c])
                 position += len(labels[c])
             starts.append(position)
-            cells.append((r, c, len(cell)))
             pieces.append(cell)
             position += len(cell)
         pieces.append("\n")
         position += 1
-    return TableText("".join(pieces), tuple(starts), tuple(cells))
+    text = "".join(pieces)
+    return Layout(cells, [], starts, lengths, labels, widths, row_starts, text)
 
 
 def header_labels(rows: Sequence[Sequence[str]]) -> list[str] | None:
@@ -583,7 +867,7 @@ def header_labels(rows: Sequence[Sequence[str]]) -> list[str] | None:
     if not any(cell.strip() for cell in header):
         return None
     for cell in header:
-        if len(cell) > MAX_HEADER_LABEL or "@" in cell or any(ch.isdigit() for ch in cell):
+        if len(cell) > MAX_HEADER_LABEL or "@" in cell or any(map(str.isdigit, cell)):
             return None
     return [f"{cell.strip()}: " if cell.strip() else "" for cell in header]
 
@@ -599,15 +883,13 @@ def _char_offsets(data: bytes, offsets: Iterable[int]) -> dict[int, int]:
     return mapping
 
 
-def _resolve_ranked(
-    found: list[tuple[float, int, int, int, int, int, bool, str]],
-) -> list[tuple[float, int, int, int, int, int, bool, str]]:
+def _resolve_ranked(found: list[Ranked]) -> list[Ranked]:
     """:func:`_resolve_overlaps` over the engine's candidate tuples
     ``(-confidence, start - end, start, detector, order, end, context, value)``: the
     same ranking (the order breaks ties as a stable sort would), the same choices."""
     starts: list[int] = []
     ends: list[int] = []
-    kept: list[tuple[float, int, int, int, int, int, bool, str]] = []
+    kept: list[Ranked] = []
     for item in sorted(found):
         start = item[2]
         end = item[5]

@@ -32,7 +32,7 @@ from spillguard.inspection.classify import (
     classify,
 )
 from spillguard.inspection.detectors import DetectorSettings
-from spillguard.inspection.engine import Finding, InspectionEngine, table_text
+from spillguard.inspection.engine import Finding, InspectionEngine
 from spillguard.inspection.extract import (
     ExtractedPart,
     ExtractLimits,
@@ -181,9 +181,12 @@ def _scan_table(
     by tabs and each cell preceded by its column header (so a ``date_of_birth`` or
     ``sort_code`` header is context for every row); findings mapped back to cells."""
     rows = part.rows or []
-    table = table_text(rows)
-    result = engine.scan_text(table.text)
-    table.text = ""  # the layout can be large; only its offsets are needed below
+    # The findings of scan_text(table_text(rows).text), read column by column; only the
+    # offsets of the laid-out text are needed below (it is built only if a cell needed it).
+    result = engine.scan_table(rows)
+    table = result.table
+    assert table is not None  # scan_table always lays the table out
+    table.text = ""
     if not result.inspected:
         return f"uninspected: {result.reason}"
     for finding in result.findings:

@@ -15,7 +15,7 @@ from spillguard.inspection.corpus.score import (
     score_edm,
     score_spans,
 )
-from spillguard.inspection.engine import Finding, InspectionEngine, TableText, table_text
+from spillguard.inspection.engine import Finding, InspectionEngine, TableText
 
 __all__ = [
     "build_index",
@@ -34,14 +34,16 @@ def predict(engine: InspectionEngine, text: str) -> list[Span]:
 
 
 def predict_table(engine: InspectionEngine, text: str, rows: Sequence[Sequence[str]]) -> list[Span]:
-    """Findings in a table scanned as :func:`spillguard.inspection.scan` scans one (each
-    cell after its column header), as spans of ``text``, the table as written.
+    """Findings in a table scanned as :func:`spillguard.inspection.scan` scans one
+    (:meth:`~spillguard.inspection.engine.InspectionEngine.scan_table`: the findings of
+    each cell after its column header), as spans of ``text``, the table as written.
 
     ``rows`` must be the cells of ``text`` in order.  A finding that spans cells (sort
     code and account number) runs from its first cell to its last.
     """
-    table = table_text(rows)
-    return table_spans(text, rows, table, engine.scan_text(table.text).findings)
+    result = engine.scan_table(rows)
+    assert result.table is not None
+    return table_spans(text, rows, result.table, result.findings)
 
 
 def table_spans(

@@ -9,7 +9,10 @@ within a few words of it and a banking word nearby.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
+from itertools import repeat
+from operator import add, itemgetter
 from typing import Any
 
 from stdnum import iban as _iban
@@ -61,7 +64,9 @@ def validate_iban(candidate: str) -> str | None:
     rearranged = value[4:] + value[:4]
     if ascii_only:
         numeric = rearranged.translate(_BASE36_TABLE)
-    else:  # other scripts' digits (\d match them): the per-character way, as before
+    else:  # other scripts' digits (\d match them): no IBAN holds them
+        if not all(ch in _BASE36 for ch in rearranged):
+            return None
         numeric = "".join(_BASE36[ch] for ch in rearranged)
     if int(numeric) % 97 != 1:
         return None
@@ -77,6 +82,36 @@ def validate_iban(candidate: str) -> str | None:
     # stdnum's compact changes nothing in an ASCII value of this shape: its character
     # map touches no ASCII letter or digit, no separator is left, it is upper case.
     return value if ascii_only else str(_iban.compact(value))
+
+
+_REARRANGE_TAIL = itemgetter(slice(4, None))
+_REARRANGE_HEAD = itemgetter(slice(0, 4))
+
+
+def validate_iban_many(candidates: Sequence[str]) -> list[str | None]:
+    """``validate_iban`` of each candidate: ASCII ones compacted, rearranged and read
+    as numbers together (mod 97), then the country rules; others one by one."""
+    joined = "\n".join(candidates)
+    if joined.count("\n") != len(candidates) - 1 or not joined.isascii():
+        return list(map(validate_iban, candidates))
+    values = joined.replace(" ", "").upper().split("\n")
+    shaped = map(_IBAN_SHAPE.fullmatch, values)
+    rearranged = map(add, map(_REARRANGE_TAIL, values), map(_REARRANGE_HEAD, values))
+    numeric = map(str.translate, rearranged, repeat(_BASE36_TABLE))
+    out: list[str | None] = []
+    for candidate, value, shape, number in zip(candidates, values, shaped, numeric, strict=True):
+        if shape is None or int(number) % 97 != 1:
+            out.append(None)
+            continue
+        rules = _country_rules(value[:2])
+        if rules is None:
+            out.append(validate_iban(candidate))
+            continue
+        structure, national = rules
+        valid = structure is not None and structure.match(value[4:]) is not None
+        valid = valid and (national is None or bool(national.is_valid(value)))
+        out.append(value if valid else None)
+    return out
 
 
 @lru_cache(maxsize=512)
@@ -138,6 +173,7 @@ def iban_detector() -> Detector:
         context_boost=0.05,
         split_on_failure=True,
         description="IBANs (ISO 13616 via python-stdnum), compact",
+        validate_many=validate_iban_many,
     )
 
 

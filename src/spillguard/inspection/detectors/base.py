@@ -9,12 +9,15 @@ both scan backends.  A pattern only proposes candidates cheaply; the validator d
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 Validator = Callable[[str], str | None]
 """Take the candidate text, return its normalised value, or ``None`` when it is not one."""
+
+ManyValidator = Callable[[Sequence[str]], list[str | None]]
+"""Validate many candidates at once: the answers of :data:`Validator` for each, in order."""
 
 Refiner = Callable[[str, int, int], tuple[int, int] | None]
 """Given the whole text and a candidate span, return the span to validate, or ``None``.
@@ -60,6 +63,8 @@ class Detector:
     candidate glued to a wider identifier by a joiner (``SKU-4111…``).
     ``split_on_failure`` retries validation on sub-spans cut at spaces and hyphens,
     for digit runs that a greedy pattern may join to a neighbouring number.
+    ``validate_many``, when given, validates a list of candidates at once (a table
+    column) with exactly the answers of ``validate``; :meth:`validate_all` uses it.
     """
 
     name: str
@@ -76,6 +81,7 @@ class Detector:
     standalone: bool = True
     split_on_failure: bool = False
     description: str = ""
+    validate_many: ManyValidator | None = field(default=None, repr=False, compare=False)
     _context_re: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +92,12 @@ class Detector:
         if self.requires_context and not self.context_words:
             raise ValueError(f"detector {self.name}: requires_context needs context words")
         object.__setattr__(self, "_context_re", context_pattern(self.context_words))
+
+    def validate_all(self, candidates: Sequence[str]) -> list[str | None]:
+        """``validate`` of each candidate, in order (through ``validate_many`` if set)."""
+        if self.validate_many is not None:
+            return self.validate_many(candidates)
+        return list(map(self.validate, candidates))
 
     def has_context(self, text: str, start: int, end: int) -> bool:
         """Whether a context word occurs near (or inside) ``text[start:end]``."""

@@ -8,8 +8,9 @@ defined here because stdnum has no general form of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from operator import mul
+from collections.abc import Callable, Sequence
+from itertools import repeat
+from operator import itemgetter, mul
 
 from stdnum import luhn as _luhn
 from stdnum import verhoeff as _verhoeff
@@ -34,6 +35,47 @@ def luhn(value: str) -> bool:
         map(_DOUBLED.__getitem__, value[-2::-2])
     )
     return total % 10 == 0
+
+
+_DOUBLED_DIGIT = str.maketrans({str(d): str((2 * d) // 10 + (2 * d) % 10) for d in range(10)})
+_EVERY_OTHER = itemgetter(slice(None, None, -2))  # from the last digit
+_EVERY_OTHER_DOUBLED = itemgetter(slice(-2, None, -2))  # from the last but one
+
+
+def luhn_many(values: Sequence[str]) -> list[bool]:
+    """:func:`luhn` of each value.  For ASCII digit strings the sum is taken with
+    string operations over all of them (a digit string's digit sum is the sum of its
+    bytes less 48 per digit); anything else goes through :func:`luhn`."""
+    out: list[bool] = []
+    kept = map(_EVERY_OTHER, values)
+    doubled = map(str.translate, map(_EVERY_OTHER_DOUBLED, values), repeat(_DOUBLED_DIGIT))
+    for value, plain, twice in zip(values, kept, doubled, strict=True):
+        if len(value) < 2 or not (value.isascii() and value.isdigit()):
+            out.append(luhn(value))
+            continue
+        total = sum(plain.encode()) + sum(twice.encode()) - 48 * len(value)
+        out.append(total % 10 == 0)
+    return out
+
+
+_NHS_WEIGHTS = tuple(range(10, 1, -1))
+_NHS_ZERO = 48 * sum(_NHS_WEIGHTS)
+
+
+def mod11_many(values: Sequence[str]) -> list[bool]:
+    """:func:`mod11` of each value; ten ASCII digits (NHS numbers) by a weighted sum
+    of their bytes, anything else through :func:`mod11`."""
+    out: list[bool] = []
+    for value in values:
+        if len(value) != 10 or not (value.isascii() and value.isdigit()):
+            out.append(mod11(value))
+            continue
+        total = sum(map(mul, value[:9].encode(), _NHS_WEIGHTS)) - _NHS_ZERO
+        expected = 11 - total % 11
+        if expected == 11:
+            expected = 0
+        out.append(expected != 10 and expected == ord(value[9]) - 48)
+    return out
 
 
 def mod11(value: str) -> bool:

@@ -10,7 +10,7 @@ Two-digit years are placed in the last hundred years.  Dates in the future or be
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 
 from spillguard.inspection.detectors.base import Detector, Entity
@@ -90,7 +90,10 @@ def _full_year(two_digits: str, today: date) -> int:
 
 def parse_birth_date(candidate: str, today: Callable[[], date] = date.today) -> date | None:
     """The date written in ``candidate``, if it could be somebody's date of birth."""
-    now = today()
+    return _birth_date(candidate, today())
+
+
+def _birth_date(candidate: str, now: date) -> date | None:
     parts: tuple[int | None, int | None, int] | None = None
     if match := _NUMERIC.fullmatch(candidate):
         day, _sep, month, year = match.groups()
@@ -125,6 +128,30 @@ def validate(candidate: str) -> str | None:
     return born.isoformat() if born else None
 
 
+_PLAIN_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_EARLIEST = date(1900, 1, 1)
+
+
+def validate_many(candidates: Sequence[str]) -> list[str | None]:
+    """``validate`` of each candidate, asking for today's date once.  ``yyyy-mm-dd``
+    is what ``_birth_date`` reads as ISO (no other form fits it), so it is read by
+    ``date.fromisoformat``, which accepts exactly the calendar dates of that form."""
+    now = date.today()
+    out: list[str | None] = []
+    for candidate in candidates:
+        if _PLAIN_ISO.fullmatch(candidate):
+            try:
+                born: date | None = date.fromisoformat(candidate)
+            except ValueError:
+                born = None
+            if born is not None and (born < _EARLIEST or born > now):
+                born = None
+        else:
+            born = _birth_date(candidate, now)
+        out.append(born.isoformat() if born else None)
+    return out
+
+
 def date_of_birth_detector() -> Detector:
     """The date-of-birth detector (context-gated)."""
     return Detector(
@@ -137,4 +164,5 @@ def date_of_birth_detector() -> Detector:
         context_boost=0.0,
         requires_context=True,
         description="dates of birth (calendar-valid, past, only beside a birth word), ISO",
+        validate_many=validate_many,
     )

@@ -9,8 +9,11 @@ pass the check (``1111111111``) but are placeholders, never issued.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 from spillguard.inspection.detectors.base import Detector, Entity, digits_of
-from spillguard.inspection.detectors.checkdigits import mod11
+from spillguard.inspection.detectors.checkdigits import mod11, mod11_many
 
 CONTEXT_WORDS = (
     "nhs",
@@ -44,6 +47,27 @@ def validate(candidate: str) -> str | None:
     return number
 
 
+_PLAIN = re.compile(r"[0-9]{3}([ -])[0-9]{3}\1[0-9]{4}|[0-9]{10}")
+
+
+def validate_many(candidates: Sequence[str]) -> list[str | None]:
+    """``validate`` of each candidate; 3-3-4 with one separator and ten-digit runs
+    decided together (separators removed for all at once, mod 11 by
+    :func:`mod11_many`)."""
+    joined = "\n".join(candidates)
+    if joined.count("\n") != len(candidates) - 1:
+        return list(map(validate, candidates))
+    numbers = joined.replace(" ", "").replace("-", "").split("\n")
+    checked = mod11_many(numbers)
+    out: list[str | None] = []
+    for candidate, number, good in zip(candidates, numbers, checked, strict=True):
+        if _PLAIN.fullmatch(candidate) is None:
+            out.append(validate(candidate))
+        else:
+            out.append(number if good and number.count(number[0]) != 10 else None)
+    return out
+
+
 def nhs_detector() -> Detector:
     """NHS numbers written 3-3-4."""
     return Detector(
@@ -55,6 +79,7 @@ def nhs_detector() -> Detector:
         confidence=0.7,
         context_boost=0.25,
         description="NHS numbers written 3-3-4 (mod 11 check digit), as ten digits",
+        validate_many=validate_many,
     )
 
 
@@ -69,4 +94,5 @@ def nhs_unspaced_detector() -> Detector:
         confidence=0.9,
         requires_context=True,
         description="NHS numbers as one ten-digit run (mod 11), only beside a health word",
+        validate_many=validate_many,
     )

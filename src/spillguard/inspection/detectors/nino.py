@@ -8,6 +8,7 @@ are not allocated (ZZ is the well-known placeholder).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from spillguard.inspection.detectors.base import Detector, Entity
 
@@ -50,6 +51,30 @@ def validate(candidate: str) -> str | None:
     return value
 
 
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# validate() as one regex over ASCII upper-cased compact values: the prefix rules as
+# letter classes and a look-ahead for the refused prefixes.
+_VALID = re.compile(
+    "(?!" + "|".join(sorted(INVALID_PREFIXES)) + ")"
+    "[" + "".join(c for c in _LETTERS if c not in INVALID_FIRST) + "]"
+    "[" + "".join(c for c in _LETTERS if c not in INVALID_SECOND) + "]"
+    "[0-9]{6}[A-D]"
+)
+
+
+def validate_many(candidates: Sequence[str]) -> list[str | None]:
+    """``validate`` of each candidate: ASCII ones upper-cased and compacted together and
+    checked by one regex holding the prefix rules; others through ``validate``."""
+    joined = "\n".join(candidates)
+    if joined.count("\n") != len(candidates) - 1 or not joined.isascii():
+        return list(map(validate, candidates))
+    values = joined.replace(" ", "").upper().split("\n")
+    return [
+        v if m is not None else None
+        for v, m in zip(values, map(_VALID.fullmatch, values), strict=True)
+    ]
+
+
 def nino_detector() -> Detector:
     """The UK National Insurance number detector."""
     return Detector(
@@ -61,4 +86,5 @@ def nino_detector() -> Detector:
         confidence=0.8,
         context_boost=0.15,
         description="UK National Insurance numbers (HMRC prefix rules), compact",
+        validate_many=validate_many,
     )

@@ -9,8 +9,14 @@ than 16 digits (12-digit parcel and order numbers would pass).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from itertools import repeat
+from operator import contains, itemgetter
+
 from spillguard.inspection.detectors.base import Detector, Entity, digits_of
-from spillguard.inspection.detectors.checkdigits import luhn
+from spillguard.inspection.detectors.checkdigits import luhn, luhn_many
 
 CONTEXT_WORDS = (
     "card",
@@ -82,6 +88,59 @@ def card_scheme(number: str) -> str | None:
     return None
 
 
+# The lengths some scheme issues for numbers starting with each four digits (every IIN
+# bound has four digits at most, so a range covers the four-digit prefixes from its low
+# bound padded with 0s to its high bound padded with 9s): what ``card_scheme`` answers
+# about validity, as one lookup.  Made on first use.
+@lru_cache(maxsize=1)
+def _lengths_by_prefix() -> dict[str, frozenset[int]]:
+    lengths: dict[str, set[int]] = {}
+    for _scheme, low, high, sizes in SCHEMES:
+        first = int(low.ljust(4, "0"))
+        last = int(high.ljust(4, "9"))
+        for n in range(first, last + 1):
+            lengths.setdefault(f"{n:04d}", set()).update(s for s in sizes if s >= 14)
+    shared: dict[frozenset[int], frozenset[int]] = {}
+    return {p: shared.setdefault(frozenset(s), frozenset(s)) for p, s in lengths.items()}
+
+
+_NONE: frozenset[int] = frozenset()
+
+
+# Shapes whose checks come down to digits, IIN and Luhn: a digit run, or 4-4-4-4 and
+# 4-6-5 groups with one separator (``validate`` accepts each, and reads these digits).
+_PLAIN = re.compile(
+    r"[0-9]{14,19}|[0-9]{4}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{4}|[0-9]{4}([ -])[0-9]{6}\2[0-9]{5}"
+)
+_FIRST_FOUR = itemgetter(slice(0, 4))
+
+
+def validate_many(candidates: Sequence[str]) -> list[str | None]:
+    """``validate`` of each candidate; the plain shapes decided together (separators
+    removed for all at once, IIN and length by table, Luhn by :func:`luhn_many`)."""
+    joined = "\n".join(candidates)
+    if joined.count("\n") != len(candidates) - 1:
+        return list(map(validate, candidates))
+    numbers = joined.replace(" ", "").replace("-", "").split("\n")
+    plain = map(_PLAIN.fullmatch, candidates)
+    by_prefix = _lengths_by_prefix()
+    issued = map(
+        contains,
+        map(by_prefix.get, map(_FIRST_FOUR, numbers), repeat(_NONE)),
+        map(len, numbers),
+    )
+    checked = luhn_many(numbers)
+    out: list[str | None] = []
+    for candidate, shape, number, ok, good in zip(
+        candidates, plain, numbers, issued, checked, strict=True
+    ):
+        if shape is None:
+            out.append(validate(candidate))
+        else:
+            out.append(number if ok and good else None)
+    return out
+
+
 def validate(candidate: str) -> str | None:
     """The card number as digits, if Luhn-valid with a current IIN and length."""
     # Every scheme issues 14 to 19 digits: a cheap length test first, since a long run
@@ -119,4 +178,5 @@ def payment_card_detector() -> Detector:
         context_boost=0.1,
         split_on_failure=True,
         description="payment card numbers (Luhn, current IIN ranges and lengths), as digits",
+        validate_many=validate_many,
     )
