@@ -8,6 +8,7 @@ worker by the real Alembic migrations; after each test every table is emptied.
 from __future__ import annotations
 
 import base64
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +94,16 @@ def empty_all_tables(engine: Engine) -> None:
         else:
             for table in tables:
                 conn.execute(table.delete())
+
+
+@pytest.fixture(autouse=True)
+def unfrozen_heap() -> Iterator[None]:
+    """``spillguard scan`` and ``mail-filter`` freeze the heap once loaded
+    (core.heap.settle), which suits their own processes, not a test process running them
+    in-process: the next test starts with an ordinary collector again."""
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ import typer
 
 from spillguard.cli.common import CliError, one_line_errors, open_context, out
 from spillguard.cli.serve import check_can_listen
+from spillguard.core.heap import settle
 from spillguard.core.logging import configure_logging
 from spillguard.core.settings import load_settings
 from spillguard.exposure.mail_policy import AddressError, parse_hostport
@@ -49,12 +50,16 @@ def mail_filter(
     context = open_context(settings)
     try:
         relay = SmtpRelay(hop_host, hop_port, timeout=settings.mail_filter_next_hop_timeout_seconds)
+        mail = MailFilter(settings, context.keys, context.factory, relay)
         server = MailFilterServer(
-            MailFilter(settings, context.keys, context.factory, relay),
+            mail,
             host,
             port,
             max_message_bytes=settings.mail_filter_max_message_bytes,
         )
+
+        mail.warm_up()  # the engine and the EDM index, before the first message
+        settle()
 
         def ready() -> None:
             out.print(

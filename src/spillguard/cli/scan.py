@@ -30,6 +30,7 @@ from spillguard.cli.common import (
     out,
 )
 from spillguard.core.audit import record_event
+from spillguard.core.heap import settle
 from spillguard.core.keys import KeyRing, load_or_create_key_ring
 from spillguard.core.settings import load_settings
 from spillguard.customers import EdmIndex, EdmIndexBuilder, map_columns
@@ -42,7 +43,7 @@ from spillguard.inspection.classify import (
     LabelRules,
     load_label_rules,
 )
-from spillguard.inspection.scan import files_of, scan_paths, scan_paths_dask
+from spillguard.inspection.scan import default_engine, files_of, scan_paths, scan_paths_dask
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _LEVELS = {
@@ -151,6 +152,9 @@ def scan(
             _note("exact data match: off (the customer directory is empty)")
     names = [str(p) for p in paths]
     files = files_of(names)
+    if workers <= 1 and not dask:
+        default_engine()  # built now, so that settle() exempts it too
+        settle()
     reports = _run(files, workers=workers, dask=dask, index=index, keys=keys, rules=rules)
     collected: list[InspectionReport] = []
     unreadable = 0

@@ -520,6 +520,16 @@ class MailFilter:
         self.principal = Principal.system("mail-filter")
         self.reports = ReportCache()
 
+    def warm_up(self) -> None:
+        """Build the inspection engine and load the directory's EDM index now, rather
+        than for the first message (``spillguard mail-filter`` does this at start)."""
+        self.runtime.engine()
+        session = self.session_factory()
+        try:
+            self.runtime.edm.current(session)
+        finally:
+            session.close()
+
     # The whole message ------------------------------------------------------------------
 
     def process(self, mail: IncomingMail) -> str:
