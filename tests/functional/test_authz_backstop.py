@@ -45,6 +45,9 @@ DEVICE_TOKEN_IN_BODY = {"/api/device/v1/enroll"}
 # The download gateway is for phones too (docs/exposure.md): 401 with the "Device"
 # challenge, a problem document for API clients and a help page for browsers.
 DEVICE_AUTHENTICATED = {"/gateway/{token}"}
+# An escalation e-mail's acknowledgement link (docs/incidents-notices.md): the secret in the
+# path is the authorisation; an unknown secret is a 404 page, and a post needs the CSRF token.
+LINK_AUTHENTICATED = {"/escalation/ack/{token}"}
 API_LIKE = ("/api/", "/metrics")
 PARAM = re.compile(r"\{[^}/]+\}")
 
@@ -87,6 +90,9 @@ def violation(client: TestClient, method: str, template: str, path: str) -> str 
         if status != 401 or response.headers.get("www-authenticate") != "Device":
             return f"{where}: a device-authenticated route must answer 401 with 'Device'"
         return None
+    if template in LINK_AUTHENTICATED:
+        expected = 404 if method in {"GET", "HEAD"} else 403
+        return None if status == expected else f"{where}: an unknown link must be {expected}"
     if api:
         challenge = "Device" if template.startswith(DEVICE_PROTOCOL) else "Bearer"
         if status != 401:

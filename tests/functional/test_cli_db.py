@@ -84,7 +84,8 @@ def test_the_migrations_build_exactly_the_models(tmp_path: Path, fresh_database_
     import spillguard.audit.models
     import spillguard.customers.models
     import spillguard.devices.models
-    import spillguard.exposure.models  # noqa: F401  (every module's tables, as migrations/env.py)
+    import spillguard.exposure.models
+    import spillguard.incidents.models  # noqa: F401  (every module's tables, as migrations/env.py)
     from spillguard.core.db import Base
 
     env = spillguard_env(tmp_path / "home", fresh_database_url, master_key=TEST_MASTER_KEY)

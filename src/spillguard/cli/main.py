@@ -12,6 +12,7 @@ from spillguard.cli import agent, db, mailfilter, scan, serve, simulate, tokens,
 from spillguard.cli.audit import app as audit_app
 from spillguard.cli.common import err
 from spillguard.cli.customers import app as customers_app
+from spillguard.cli.notices import app as notices_app
 
 app = typer.Typer(
     help="Spillguard: keep customer data from leaking through phones.",
@@ -26,6 +27,7 @@ app.add_typer(tokens.app, name="tokens")
 app.add_typer(customers_app, name="customers")
 app.add_typer(agent.app, name="agent")
 app.add_typer(audit_app, name="audit")
+app.add_typer(notices_app, name="notices")
 app.command("simulate")(simulate.simulate)
 app.command("scan")(scan.scan)
 app.command("mail-filter")(mailfilter.mail_filter)

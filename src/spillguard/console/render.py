@@ -46,6 +46,7 @@ NAVIGATION: list[NavEntry] = [
     NavEntry("Inspect", "/inspections", Permission.INSPECTIONS_RUN),
     NavEntry("Customers", "/customers", Permission.CUSTOMERS_VIEW),
     NavEntry("Exposure", "/exposure", Permission.EXPOSURE_VIEW),
+    NavEntry("Incidents", "/incidents", Permission.INCIDENTS_VIEW),
     NavEntry(
         "Quarantine",
         "/exposure/quarantine",
@@ -56,7 +57,6 @@ NAVIGATION: list[NavEntry] = [
     NavEntry("API tokens", "/tokens", Permission.TOKENS_OWN),
     NavEntry("Audit events", "/audit", Permission.AUDIT_VIEW),
 ]
-
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,9 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     from spillguard.devices.commands import consequences_job, maintenance_job
     from spillguard.exposure.inventory import inventory_job
     from spillguard.exposure.services import retention_job
+    from spillguard.incidents.clock import reminders_job
+    from spillguard.incidents.escalation import escalation_job
+    from spillguard.incidents.outbox import notices_job
 
     jobs = [
         housekeeping_job(settings),
@@ -163,6 +166,9 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
         sequencer_job(settings, keys),
         retention_job(settings),
         inventory_job(settings),
+        reminders_job(settings),
+        notices_job(settings, keys),
+        escalation_job(settings, keys),
     ]
 
     @contextlib.asynccontextmanager
@@ -273,6 +279,16 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     app.include_router(exposure_api.gateway, responses=PROBLEM_RESPONSES)
     app.include_router(exposure_api.decisions, responses=PROBLEM_RESPONSES)
     app.include_router(exposure_ledger_views.router)
+    from spillguard.incidents import api as incidents_api
+    from spillguard.incidents import views as incidents_views
+
+    app.include_router(incidents_api.router, responses=PROBLEM_RESPONSES)
+    app.include_router(incidents_views.router)
+    app.state.home_panels.insert(0, incidents_views.home_panel)
+    from spillguard.incidents import notices_api, notices_views
+
+    app.include_router(notices_api.router, responses=PROBLEM_RESPONSES)
+    app.include_router(notices_views.router)
     return app
 
 

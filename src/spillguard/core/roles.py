@@ -53,6 +53,10 @@ class Permission(StrEnum):
     EXPOSURE_RECORD = "exposure:record"
     QUARANTINE_MANAGE = "exposure:quarantine"
     EXPOSURE_DECIDE = "exposure:decide"
+    INCIDENTS_VIEW = "incidents:view"
+    INCIDENTS_MANAGE = "incidents:manage"
+    # Breach decisions for the dpo: the regulator report, notice templates, sending notices.
+    INCIDENTS_NOTIFY = "incidents:notify"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -81,6 +85,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.EXPOSURE_RECORD,
             Permission.QUARANTINE_MANAGE,
             Permission.EXPOSURE_DECIDE,
+            Permission.INCIDENTS_VIEW,
+            Permission.INCIDENTS_MANAGE,
         }
     ),
     Role.DPO: frozenset(
@@ -95,6 +101,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.INSPECTIONS_REVEAL,
             Permission.EXPOSURE_VIEW,
             Permission.QUARANTINE_MANAGE,
+            Permission.INCIDENTS_VIEW,
+            Permission.INCIDENTS_MANAGE,
+            Permission.INCIDENTS_NOTIFY,
         }
     ),
     Role.AUDITOR: frozenset(
@@ -107,6 +116,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.DEVICES_VIEW,
             Permission.CUSTOMERS_VIEW,
             Permission.EXPOSURE_VIEW,
+            Permission.INCIDENTS_VIEW,
         }
     ),
 }

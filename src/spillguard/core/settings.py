@@ -177,6 +177,63 @@ class Settings(BaseSettings):
         le=1024 * 1024 * 1024,
         description="Largest message the mail filter accepts (larger: 552).",
     )
+    # Outgoing mail (customer notices, escalations, breach-clock reminders) --------------
+    mail_backend: str = Field(
+        default="smtp",
+        pattern=r"^(smtp|memory)$",
+        description="'smtp' sends through smtp_host (unset: nothing is sent, notices stay "
+        "queued); 'memory' keeps messages in the process (tests, demo).",
+    )
+    smtp_host: str | None = Field(default=None, description="SMTP server for outgoing mail.")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = Field(
+        default="spillguard@localhost",
+        pattern=r"^[^@\s<>]+@[^@\s<>]+$",
+        description="Envelope sender and From address of outgoing mail.",
+    )
+    smtp_starttls: bool = Field(default=False, description="Require STARTTLS before sending.")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="How long to wait for each SMTP reply."
+    )
+    notice_rate_per_second: float = Field(
+        default=50.0, gt=0, le=10_000, description="Most customer notices sent per second."
+    )
+    notice_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="Attempts before a notice is marked failed."
+    )
+    notice_retry_base_seconds: float = Field(
+        default=60.0, gt=0, le=86400, description="First retry delay; doubles each attempt."
+    )
+    notice_retry_max_seconds: float = Field(
+        default=6 * 3600.0, gt=0, le=7 * 86400, description="Longest delay between attempts."
+    )
+    notice_lease_seconds: float = Field(
+        default=300.0, ge=5, le=86400, description="How long a sender holds claimed notices."
+    )
+    notice_worker_interval_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="How often the server drains the outbox."
+    )
+    organisation_name: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The organisation's name, pre-filled in regulator reports and notices.",
+    )
+    # Incidents (breach clock) -------------------------------------------------------------
+    organisation_is_communications_provider: bool = Field(
+        default=False,
+        description="The organisation provides a public electronic communications service: "
+        "the regulator must hear of a breach within 24 hours (PECR reg 5A), not 72 (GDPR).",
+    )
+    breach_clock_reminders_hours: list[int] = Field(
+        default=[48, 24, 6],
+        description="Hours before the regulator deadline at which the owner and the dpo are "
+        "reminded by e-mail (points beyond the deadline's length are skipped).",
+    )
+    breach_clock_interval_seconds: float = Field(
+        default=300.0, gt=0, le=86400, description="How often breach-clock reminders are due."
+    )
     authz_backstop_strict: bool = Field(
         default=False,
         description="Turn a route that skipped its authorisation check into an error (tests).",

@@ -36,6 +36,8 @@ from spillguard.devices.services import (
     DeviceNotManaged,
     reevaluate,
 )
+from spillguard.incidents import timeline as incident_timeline
+from spillguard.incidents.models import TimelineKind
 
 
 class CommandNotFound(NotFound):
@@ -243,6 +245,16 @@ class CommandService:
                 "expires_at": command.expires_at.isoformat(),
             },
         )
+        if not collapsed:
+            incident_timeline.device_event(
+                self.session,
+                device.id,
+                TimelineKind.COMMAND,
+                f"Command queued for the phone: {kind.value} (by {self.principal.label}).",
+                actor_label=self.principal.label,
+                data={"command_id": command.id, "type": kind.value},
+                at=now,
+            )
         return Queued(command, collapsed)
 
     def _cancel_pending(
@@ -305,6 +317,11 @@ class CommandService:
         device = self._device(device_id, for_update=True)
         now = utcnow()
         params = {"message": message, **({"phone": phone} if phone else {})}
+        # The lost-device incident opens (or the open one is reused) in this transaction,
+        # before the commands, so their queueing lands on its timeline.
+        from spillguard.incidents.services import open_for_lost_device
+
+        incident, _ = open_for_lost_device(self.session, self.principal, device, reported_at=now)
         device.lost_reported_at = now
         device.lost_reported_by_id = self.principal.user_id
         commands = [
@@ -324,6 +341,7 @@ class CommandService:
                 "message": message,
                 "phone": phone,
                 "command_ids": [c.id for c in commands],
+                "incident_id": incident.id,
             },
         )
         return commands

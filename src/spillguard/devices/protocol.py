@@ -43,6 +43,8 @@ from spillguard.devices.services import (
     effective_policy,
     reevaluate,
 )
+from spillguard.incidents import timeline as incident_timeline
+from spillguard.incidents.models import TimelineKind
 
 log = structlog.get_logger("spillguard.devices")
 
@@ -284,6 +286,17 @@ class ProtocolService:
             object_id=self.device.id,
             outcome="success" if result.status == "acknowledged" else "failure",
             details={"command_id": command.id, "type": kind.value, "reason": result.reason},
+        )
+        incident_timeline.device_event(
+            self.session,
+            self.device.id,
+            TimelineKind.COMMAND,
+            f"The phone acknowledged the {kind.value} command."
+            if result.status == "acknowledged"
+            else f"The phone reported the {kind.value} command failed.",
+            actor_label="device",
+            data={"command_id": command.id, "type": kind.value, "status": result.status},
+            at=now,
         )
         if result.status == "acknowledged" and kind in (CommandType.WIPE, CommandType.RETIRE):
             self._end_management(kind, now)

@@ -33,6 +33,8 @@ from spillguard.devices.models import (
 )
 from spillguard.devices.policy import CompliancePolicy, Rule
 from spillguard.devices.posture import Posture
+from spillguard.incidents import timeline as incident_timeline
+from spillguard.incidents.models import TimelineKind
 
 NO_POLICY_NOTE = "No compliance policy applies to this device."
 
@@ -217,6 +219,18 @@ def reevaluate(
                 "cause": cause,
             },
         )
+        if previous is not None:
+            incident_timeline.device_event(
+                session,
+                device.id,
+                TimelineKind.COMPLIANCE,
+                "The phone became compliant."
+                if compliant
+                else "The phone became non-compliant: " + "; ".join(reasons),
+                actor_label=principal.label,
+                data={"compliant": compliant, "reasons": reasons, "cause": cause},
+                at=now,
+            )
     return changed
 
 

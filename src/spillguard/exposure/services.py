@@ -8,6 +8,7 @@ REST API; each goes through :class:`ExposureService` (or :func:`register_report`
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,6 +47,7 @@ from spillguard.exposure.models import (
     DestinationType,
     InspectedContent,
 )
+from spillguard.incidents import timeline as incident_timeline
 from spillguard.inspection.classify import InspectionReport, ItemStatus, Label, parse_label
 
 CHUNK = 500
@@ -238,9 +240,17 @@ def record_deliveries(
         statement = (
             maker(Delivery)
             .on_conflict_do_nothing(index_elements=["source_ref"])
-            .returning(Delivery.id)
+            .returning(Delivery.id, Delivery.device_id)
         )
-        recorded += len(conn.execute(statement, list(keyed.values())).all())
+        returned: Sequence[Any] = conn.execute(statement, list(keyed.values())).all()
+        recorded += len(returned)
+    else:
+        returned = []
+    # Ledger facts for the timeline of an open incident of a device (a lost phone that
+    # still receives mail): one SELECT per batch that names devices.
+    per_device = Counter(r["device_id"] for r in plain if r["device_id"] is not None)
+    per_device.update(device_id for _, device_id in returned if device_id is not None)
+    incident_timeline.deliveries_reached_devices(session, per_device, at=now)
     return RecordOutcome(recorded, len(deliveries) - recorded)
 
 

@@ -10,7 +10,8 @@ import spillguard.audit.models
 import spillguard.core.models
 import spillguard.customers.models
 import spillguard.devices.models
-import spillguard.exposure.models  # noqa: F401
+import spillguard.exposure.models
+import spillguard.incidents.models  # noqa: F401
 from spillguard.core.db import Base
 
 target_metadata = Base.metadata

@@ -1,0 +1,1 @@
+"""Incidents: breach response from "I lost my phone" to notified customers (issue 6)."""
