@@ -272,3 +272,34 @@ def test_empty_batch_and_oversized_batch(client: TestClient, setup: dict[str, An
         headers={**security, "Content-Type": "application/json"},
     )
     assert_clean_problem(response, 413)
+
+
+def test_large_batches_with_source_ids_are_recorded_once(
+    client: TestClient, setup: dict[str, Any], db: Session
+) -> None:
+    """Batches large enough for PostgreSQL's staged path (COPY into a temporary table,
+    then INSERT … ON CONFLICT): repeats inside a batch and across batches are each
+    recorded once."""
+    security, phone = setup["security"], setup["phone"]
+    memo = register(client, security, "memo.csv", sheet(MEMO_PEOPLE))
+
+    def item(n: int) -> dict[str, Any]:
+        return {
+            "sha256": memo["sha256"],
+            "destination": {"type": "device", "device_id": phone.id},
+            "channel": "mail",
+            "source_system": "mail-filter",
+            "source_id": f"<m{n}@example.org> to phone",
+        }
+
+    first = record(client, security, *[item(n) for n in range(300)], item(7), item(299))
+    assert first.status_code == 200, first.text
+    assert first.json() == {"recorded": 300, "duplicates": 2}
+    second = record(client, security, *[item(n) for n in range(150, 600)])
+    assert second.json() == {"recorded": 300, "duplicates": 150}
+    assert db.scalar(select(func.count()).select_from(Delivery)) == 600
+    refs = db.scalars(select(Delivery.source_ref)).all()
+    assert len(set(refs)) == 600
+    on_phone = client.get(f"/api/v1/exposure/devices/{phone.id}", headers=security).json()
+    first_content = on_phone["contents"][0]
+    assert first_content["deliveries"] == 600

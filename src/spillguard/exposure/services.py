@@ -196,6 +196,35 @@ def _row(delivery: NewDelivery, content: InspectedContent, now: datetime) -> dic
     }
 
 
+# From this many keyed rows on, PostgreSQL gets them by COPY into a temporary table and one
+# INSERT … SELECT … ON CONFLICT DO NOTHING instead of multi-row INSERTs (docs/benchmarks.md).
+_STAGE_FROM = 200
+
+
+def _insert_keyed_staged(conn: Any, rows: list[dict[str, Any]]) -> Sequence[Any]:
+    """Insert deliveries with source refs on PostgreSQL: COPY into a temporary table shaped
+    like the ledger (dropped at commit), then insert what is not there yet; the ids and
+    devices of the rows inserted come back, as from the multi-row INSERT."""
+    names = list(rows[0])
+    columns = ", ".join(f'"{n}"' for n in names)
+    driver = conn.connection.driver_connection
+    with driver.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS exposure_deliveries_incoming "
+            "(LIKE exposure_deliveries INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("TRUNCATE exposure_deliveries_incoming")
+        with cursor.copy(f"COPY exposure_deliveries_incoming ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[n] for n in names])
+        cursor.execute(  # the column names are _row's keys, not input
+            f"INSERT INTO exposure_deliveries ({columns}) "  # noqa: S608
+            f"SELECT {columns} FROM exposure_deliveries_incoming "
+            "ON CONFLICT (source_ref) DO NOTHING RETURNING id, device_id"
+        )
+        return cursor.fetchall()
+
+
 def record_deliveries(
     session: Session, deliveries: Sequence[NewDelivery], *, now: datetime | None = None
 ) -> RecordOutcome:
@@ -233,7 +262,10 @@ def record_deliveries(
     conn = session.connection()
     insert_rows(conn, Delivery.__table__, plain)
     recorded = len(plain)
-    if keyed:
+    returned: Sequence[Any] = []
+    if keyed and conn.dialect.name == "postgresql" and len(keyed) >= _STAGE_FROM:
+        returned = _insert_keyed_staged(conn, list(keyed.values()))
+    elif keyed:
         # One compiled statement, sent as executemany ("insertmanyvalues" batches it into
         # multi-row INSERTs on both databases); the ids returned are the rows recorded.
         maker = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
@@ -242,10 +274,8 @@ def record_deliveries(
             .on_conflict_do_nothing(index_elements=["source_ref"])
             .returning(Delivery.id, Delivery.device_id)
         )
-        returned: Sequence[Any] = conn.execute(statement, list(keyed.values())).all()
-        recorded += len(returned)
-    else:
-        returned = []
+        returned = conn.execute(statement, list(keyed.values())).all()
+    recorded += len(returned)
     # Ledger facts for the timeline of an open incident of a device (a lost phone that
     # still receives mail): one SELECT per batch that names devices.
     per_device = Counter(r["device_id"] for r in plain if r["device_id"] is not None)
