@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from spillguard import __version__
-from spillguard.cli import agent, db, mailfilter, scan, serve, simulate, tokens, users
+from spillguard.cli import agent, db, demo, mailfilter, scan, serve, simulate, tokens, users
 from spillguard.cli.audit import app as audit_app
 from spillguard.cli.common import err
 from spillguard.cli.customers import app as customers_app
@@ -31,6 +31,7 @@ app.add_typer(notices_app, name="notices")
 app.command("simulate")(simulate.simulate)
 app.command("scan")(scan.scan)
 app.command("mail-filter")(mailfilter.mail_filter)
+app.command("demo")(demo.demo)
 
 
 @app.command()

@@ -289,6 +289,10 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
 
     app.include_router(notices_api.router, responses=PROBLEM_RESPONSES)
     app.include_router(notices_views.router)
+    if settings.demo_mailbox_dir is not None:
+        from spillguard.demo import views as demo_views
+
+        app.include_router(demo_views.router)
     return app
 
 

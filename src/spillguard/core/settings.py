@@ -238,6 +238,11 @@ class Settings(BaseSettings):
         default=False,
         description="Turn a route that skipped its authorisation check into an error (tests).",
     )
+    demo_mailbox_dir: Path | None = Field(
+        default=None,
+        description="`spillguard demo` only: directory of the local SMTP sink's .eml files, "
+        "shown at /demo/mail (unset: no such page).",
+    )
 
     @field_validator("log_level")
     @classmethod
