@@ -46,11 +46,11 @@ def checkin(server: str, headers: dict[str, str], results: list[dict[str, Any]])
     return response.json()
 
 
-@pytest.mark.browser
-def test_report_lost_opens_an_incident_and_the_assessment_explains_the_risk(
-    page, live_server: LiveServer, users: UserFactory
-) -> None:
-    server = live_server.url
+def stage_careless_phone(
+    server: str, users: UserFactory, directory: list[Any], spreadsheet: list[Any]
+) -> dict[str, Any]:
+    """The customer directory, an enrolled careless phone (swipe only, unencrypted) that has
+    checked in, and the spreadsheet delivered to it; the security user who will act."""
     admin = users.token(users.create("admin"))
     dpo = users.token(users.create("dpo"))
     security_user = users.create("security")
@@ -60,7 +60,7 @@ def test_report_lost_opens_an_incident_and_the_assessment_explains_the_risk(
         server,
         dpo,
         "/api/v1/customers/imports",
-        files={"file": ("customers.csv", to_csv(DIRECTORY), "text/csv")},
+        files={"file": ("customers.csv", to_csv(directory), "text/csv")},
         data={"id_column": "Customer ID"},
     )
     enrollment = call(server, admin, "/api/v1/enrollments", json={"user_id": owner.id})
@@ -78,7 +78,7 @@ def test_report_lost_opens_an_incident_and_the_assessment_explains_the_risk(
         server,
         security,
         "/api/v1/exposure/contents",
-        files={"file": ("top-customers.csv", to_csv(SPREADSHEET), "text/csv")},
+        files={"file": ("top-customers.csv", to_csv(spreadsheet), "text/csv")},
     )
     call(
         server,
@@ -95,9 +95,19 @@ def test_report_lost_opens_an_incident_and_the_assessment_explains_the_risk(
             ]
         },
     )
+    return {"device_id": enrolled["device_id"], "phone": phone, "security": security_user}
 
-    log_in(page, security_user.email)
-    page.goto(f"/devices/{enrolled['device_id']}")
+
+@pytest.mark.browser
+def test_report_lost_opens_an_incident_and_the_assessment_explains_the_risk(
+    page, live_server: LiveServer, users: UserFactory
+) -> None:
+    server = live_server.url
+    staged = stage_careless_phone(server, users, DIRECTORY, SPREADSHEET)
+    phone = staged["phone"]
+
+    log_in(page, staged["security"].email)
+    page.goto(f"/devices/{staged['device_id']}")
     page.get_by_test_id("report-lost-form").get_by_role("button", name="Report lost").click()
     expect(page.get_by_role("status")).to_contain_text("Reported lost")
 

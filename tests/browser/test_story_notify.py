@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx2
 import pytest
 from fastapi import FastAPI
 from playwright.sync_api import expect
@@ -26,8 +25,8 @@ from spillguard.core.settings import Settings
 from spillguard.incidents.mailer import SmtpMailSender
 from spillguard.incidents.outbox import Outbox
 from tests.browser.conftest import LiveServer, log_in, wait_for_htmx
-from tests.browser.test_incidents import call, checkin
-from tests.factories.customers import people, to_csv
+from tests.browser.test_incidents import checkin, stage_careless_phone
+from tests.factories.customers import people
 from tests.factories.users import UserFactory
 from tests.functional.live import LOOPBACK
 from tests.functional.test_notices_outbox import SmtpSink
@@ -59,50 +58,7 @@ def settings(settings: Settings, sink: SmtpSink) -> Settings:
 
 def stage_the_phone(server: str, users: UserFactory) -> dict[str, Any]:
     """The directory, an enrolled careless phone and the spreadsheet delivered to it."""
-    admin = users.token(users.create(Role.ADMIN))
-    dpo = users.token(users.create(Role.DPO))
-    security = users.token(users.create(Role.SECURITY))
-    owner = users.create(Role.HELPDESK)
-    call(
-        server,
-        dpo,
-        "/api/v1/customers/imports",
-        files={"file": ("customers.csv", to_csv(DIRECTORY), "text/csv")},
-        data={"id_column": "Customer ID"},
-    )
-    enrollment = call(server, admin, "/api/v1/enrollments", json={"user_id": owner.id})
-    enrolled = httpx2.post(
-        f"{server}/api/device/v1/enroll",
-        json={
-            "token": enrollment["token"],
-            "device": {"name": "Marketing phone", "platform": "android"},
-        },
-        timeout=10,
-    ).json()
-    phone = {"Authorization": f"Device {enrolled['device_id']}.{enrolled['credential']}"}
-    checkin(server, phone, [])
-    content = call(
-        server,
-        security,
-        "/api/v1/exposure/contents",
-        files={"file": ("top-customers.csv", to_csv(SPREADSHEET), "text/csv")},
-    )
-    call(
-        server,
-        security,
-        "/api/v1/exposure/deliveries",
-        json={
-            "items": [
-                {
-                    "sha256": content["sha256"],
-                    "destination": {"type": "device", "device_id": enrolled["device_id"]},
-                    "channel": "mail",
-                    "source_system": "mail-filter",
-                }
-            ]
-        },
-    )
-    return {"device_id": enrolled["device_id"], "phone": phone}
+    return stage_careless_phone(server, users, DIRECTORY, SPREADSHEET)
 
 
 @pytest.mark.browser
