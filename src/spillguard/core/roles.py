@@ -57,6 +57,13 @@ class Permission(StrEnum):
     INCIDENTS_MANAGE = "incidents:manage"
     # Breach decisions for the dpo: the regulator report, notice templates, sending notices.
     INCIDENTS_NOTIFY = "incidents:notify"
+    # Access logs of the systems holding customer records, and insider-risk alerts (audit).
+    ACCESS_INGEST = "access:ingest"
+    ACCESS_VIEW = "access:view"
+    ALERTS_VIEW = "alerts:view"
+    ALERTS_TRIAGE = "alerts:triage"
+    STAFF_MANAGE = "staff:manage"
+    HONEYTOKENS_MANAGE = "honeytokens:manage"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -87,6 +94,12 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.EXPOSURE_DECIDE,
             Permission.INCIDENTS_VIEW,
             Permission.INCIDENTS_MANAGE,
+            Permission.ACCESS_INGEST,
+            Permission.ACCESS_VIEW,
+            Permission.ALERTS_VIEW,
+            Permission.ALERTS_TRIAGE,
+            Permission.STAFF_MANAGE,
+            Permission.HONEYTOKENS_MANAGE,
         }
     ),
     Role.DPO: frozenset(
@@ -104,6 +117,10 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.INCIDENTS_VIEW,
             Permission.INCIDENTS_MANAGE,
             Permission.INCIDENTS_NOTIFY,
+            Permission.ACCESS_VIEW,
+            Permission.ALERTS_VIEW,
+            Permission.ALERTS_TRIAGE,
+            Permission.HONEYTOKENS_MANAGE,
         }
     ),
     Role.AUDITOR: frozenset(
@@ -117,6 +134,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.CUSTOMERS_VIEW,
             Permission.EXPOSURE_VIEW,
             Permission.INCIDENTS_VIEW,
+            Permission.ACCESS_VIEW,
+            Permission.ALERTS_VIEW,
         }
     ),
 }
@@ -127,10 +146,12 @@ class TokenScope(StrEnum):
     (and only those its role holds), whatever else its role could do."""
 
     ACCESS_DECISIONS = "access-decisions"
+    ACCESS_INGEST = "access-ingest"
 
 
 SCOPE_PERMISSIONS: dict[TokenScope, frozenset[Permission]] = {
     TokenScope.ACCESS_DECISIONS: frozenset({Permission.EXPOSURE_DECIDE}),
+    TokenScope.ACCESS_INGEST: frozenset({Permission.ACCESS_INGEST}),
 }
 
 

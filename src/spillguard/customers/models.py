@@ -117,3 +117,24 @@ class ImportRun(Base):
     # Invalid values per field kind ({"email": 3, "phone": 1}); headers → kinds used.
     invalid: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     mapping: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class HoneytokenCustomer(Base):
+    """A synthetic customer planted in the directory and the CRM to catch misuse.
+
+    It is an ordinary directory entry (hashes, encrypted contact details) as well, so EDM
+    finds its values in inspected content; this row marks it. ``email_digest`` is the keyed
+    hash of its e-mail address (as EDM computes it), so the mail filter can tell mail
+    addressed to it without decrypting anything.
+    """
+
+    __tablename__ = "honeytoken_customers"
+
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="RESTRICT"), primary_key=True
+    )
+    email_digest: Mapped[bytes | None] = mapped_column(LargeBinary, index=True)
+    batch: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by_label: Mapped[str | None] = mapped_column(String(320))
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
