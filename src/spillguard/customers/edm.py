@@ -491,6 +491,9 @@ _DATE_LIKE = re.compile(
     r"|[A-Za-z]{3,9}\.? \d{1,2}(?:st|nd|rd|th)?,? \d{4})\b"
 )
 _SUPPORT_NAME_KINDS = (FieldKind.FIRST_NAME, FieldKind.LAST_NAME)
+_DIGIT = re.compile(r"\d")
+_KIND = itemgetter(0)
+_VALUE = itemgetter(1)
 
 
 @dataclass(frozen=True)
@@ -721,25 +724,50 @@ class EdmIndex:
     def _word_support(self, run: Sequence[str], found: dict[int, FieldKind]) -> None:
         """Names (1-3 words) and address lines (2-8 words) among consecutive words."""
         digest = self._hash
+        for kind, value in self._word_values(run, {}, {}):
+            found[digest(kind, value)] = kind
+
+    def _word_values(
+        self, run: Sequence[str], names_of: dict[str, str], tokens_of: dict[str, str]
+    ) -> list[tuple[FieldKind, str]]:
+        """The supporting values :meth:`_word_support` hashes, in its order.
+        ``names_of`` and ``tokens_of`` remember each word's name and address tokens
+        (a table repeats its words: first names, "road", town names)."""
         minimum = self.settings.min_name_length
-        names = [" ".join(name_tokens(w)) for w in run]
-        for i in range(len(names)):
-            for n in range(1, _MAX_NGRAM_NAME + 1):
-                gram = names[i : i + n]
-                if len(gram) < n or any(len(g) < minimum for g in gram):
+        first, last, whole = FieldKind.FIRST_NAME, FieldKind.LAST_NAME, FieldKind.NAME
+        out: list[tuple[FieldKind, str]] = []
+        names = []
+        for word in run:
+            name = names_of.get(word)
+            if name is None:
+                name = names_of[word] = " ".join(name_tokens(word))
+            names.append(name)
+        # n-grams of 1 to 3 names, each of at least ``minimum`` characters: a gram one
+        # longer than the last adds one name, so only that one needs looking at.
+        count = len(names)
+        for i in range(count):
+            value = ""
+            for n in range(_MAX_NGRAM_NAME):
+                if i + n >= count or len(names[i + n]) < minimum:
                     break
-                value = " ".join(gram)
-                for kind in _SUPPORT_NAME_KINDS:
-                    found[digest(kind, value)] = kind
-                if n >= 2:
-                    found[digest(FieldKind.NAME, value)] = FieldKind.NAME
-        tokens = [" ".join(address_tokens(w)) for w in run]
-        for i in range(len(tokens)):
-            for n in range(2, MAX_ADDRESS_TOKENS + 1):
-                gram = tokens[i : i + n]
-                if len(gram) < n:
-                    break
-                found[digest(FieldKind.ADDRESS, " ".join(gram))] = FieldKind.ADDRESS
+                value = f"{value} {names[i + n]}" if n else names[i]
+                out.append((first, value))
+                out.append((last, value))
+                if n:
+                    out.append((whole, value))
+        tokens = []
+        for word in run:
+            token = tokens_of.get(word)
+            if token is None:
+                token = tokens_of[word] = " ".join(address_tokens(word))
+            tokens.append(token)
+        address = FieldKind.ADDRESS
+        for i in range(count - 1):
+            value = tokens[i]
+            for n in range(1, min(MAX_ADDRESS_TOKENS, count - i)):
+                value = f"{value} {tokens[i + n]}"
+                out.append((address, value))
+        return out
 
     def _date_support(self, texts: Iterable[str], found: dict[int, FieldKind]) -> None:
         for written in texts:
@@ -796,9 +824,13 @@ class EdmIndex:
                 at += 1
             row = bisect.bisect_right(row_starts, position) - 1
             by_row.setdefault(row, []).append((position - row_starts[row], kind, owners))
-        for row, in_row in by_row.items():
-            cells = flat[row_starts[row] : row_starts[row + 1]]
-            support = self._row_support(cells, {p for p, _k, _o in in_row})
+        supports = self._rows_support(
+            [
+                (flat[row_starts[row] : row_starts[row + 1]], {p for p, _k, _o in in_row})
+                for row, in_row in by_row.items()
+            ]
+        )
+        for in_row, support in zip(by_row.values(), supports, strict=True):
             for _position, kind, owners in in_row:
                 for number in owners:
                     kinds_found = {support[d] for d in self._supporting_of(number) if d in support}
@@ -877,24 +909,80 @@ class EdmIndex:
         return found
 
     def _row_support(self, cells: Sequence[str], skip: set[int]) -> dict[int, FieldKind]:
-        found: dict[int, FieldKind] = {}
-        digest = self._hash
-        for position, cell in enumerate(cells):
-            if position in skip or not cell.strip() or len(cell) > 500:
-                continue
-            self._word_support([m.group() for m in _WORD.finditer(cell)], found)
-            whole = normalise_name(cell)
-            if whole is not None:
-                for kind, value in hash_inputs(FieldKind.NAME, whole):
-                    found.setdefault(digest(kind, value), kind)
-            address = normalise_address(cell)
-            if address is not None:
-                found[digest(FieldKind.ADDRESS, address)] = FieldKind.ADDRESS
-            code = normalise_postcode(cell)
-            if code is not None:
-                found[digest(FieldKind.POSTCODE, code)] = FieldKind.POSTCODE
-            self._date_support([cell], found)
-        return found
+        """Hashes of every supporting value in a row's cells but those in ``skip``."""
+        return self._rows_support([(cells, skip)])[0]
+
+    def _rows_support(
+        self, rows: Sequence[tuple[Sequence[str], set[int]]]
+    ) -> list[dict[int, FieldKind]]:
+        """:meth:`_row_support` of each ``(cells, skip)``, for a whole table at once.
+
+        Each cell is read as words (names and address lines), as a whole name, an
+        address line, a postcode and a date.  What a cell gives depends on its text
+        alone, so a text met again (a town, a common first name) is read once per
+        table; the values of every row are then hashed together, each distinct value
+        once (:meth:`FieldHasher.many`).
+
+        A row's hashes map to their kind as a cell-by-cell reading sets them: a value
+        is set (the last setting wins), except a whole name's parts, which keep a kind
+        set before them.  Applying every keep-first value first (the first of each wins)
+        and then every set value gives the same mapping, whatever the order in between.
+        """
+        today = date.today()
+        names_of: dict[str, str] = {}
+        tokens_of: dict[str, str] = {}
+        # Per distinct cell text: its set values and its keep-first values.
+        read: dict[str, tuple[list[tuple[FieldKind, str]], list[tuple[FieldKind, str]]]] = {}
+        plans: list[tuple[list[tuple[FieldKind, str]], list[tuple[FieldKind, str]]]] = []
+        for cells, skip in rows:
+            sets: list[tuple[FieldKind, str]] = []
+            keeps: list[tuple[FieldKind, str]] = []
+            for position, cell in enumerate(cells):
+                if position in skip or not cell.strip() or len(cell) > 500:
+                    continue
+                values = read.get(cell)
+                if values is None:
+                    values = read[cell] = self._cell_values(cell, today, names_of, tokens_of)
+                sets += values[0]
+                keeps += values[1]
+            plans.append((sets, keeps))
+        distinct = list(
+            dict.fromkeys(chain.from_iterable(chain.from_iterable(plan) for plan in plans))
+        )
+        hashed = self._hash.many(list(map(_KIND, distinct)), list(map(_VALUE, distinct)))
+        digest_of = dict(zip(distinct, hashed, strict=True)).__getitem__
+        out: list[dict[int, FieldKind]] = []
+        for sets, keeps in plans:
+            found = dict(
+                zip(map(digest_of, reversed(keeps)), map(_KIND, reversed(keeps)), strict=True)
+            )
+            found.update(zip(map(digest_of, sets), map(_KIND, sets), strict=True))
+            out.append(found)
+        return out
+
+    def _cell_values(
+        self, cell: str, today: date, names_of: dict[str, str], tokens_of: dict[str, str]
+    ) -> tuple[list[tuple[FieldKind, str]], list[tuple[FieldKind, str]]]:
+        """The supporting values of one table cell: those set and those that keep a kind
+        set before them (a whole name's parts), each in reading order."""
+        sets = self._word_values([m.group() for m in _WORD.finditer(cell)], names_of, tokens_of)
+        whole = normalise_name(cell)
+        keeps = hash_inputs(FieldKind.NAME, whole) if whole is not None else []
+        address = normalise_address(cell)
+        if address is not None:
+            sets.append((FieldKind.ADDRESS, address))
+        code = normalise_postcode(cell)
+        if code is not None:
+            sets.append((FieldKind.POSTCODE, code))
+        if _DIGIT.search(cell) is not None:  # every date normalise_date reads has digits
+            for kind, past in (
+                (FieldKind.DATE_OF_BIRTH, True),
+                (FieldKind.CONTRACT_RENEWAL_DATE, False),
+            ):
+                iso = normalise_date(cell, past=past, today=today)
+                if iso is not None:
+                    sets.append((kind, iso))
+        return sets, keeps
 
     # --- results ------------------------------------------------------------------
 

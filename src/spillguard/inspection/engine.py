@@ -221,6 +221,8 @@ def _make_finding(
     return finding
 
 
+# The ``__dict__`` slot of a finding, set without the attribute lookup of ``setattr``.
+_SET_STATE = Finding.__dict__["__dict__"].__set__
 _FEW = 8  # below this many findings, the maps' set-up costs more than they save
 # Attribute dictionaries of prototype findings, per (entity, detector, confidence,
 # context, region): copied, never changed (bounded: custom identifiers are few).
@@ -262,7 +264,7 @@ def make_findings(
     for key, column in (("start", starts), ("end", ends), ("value", values)):
         deque(map(setitem, states, repeat(key), column), maxlen=0)
     findings = list(map(_new_object, repeat(Finding, count)))
-    deque(map(_set_attribute, findings, repeat("__dict__"), states), maxlen=0)
+    deque(map(_SET_STATE, findings, states), maxlen=0)
     return findings
 
 
@@ -818,11 +820,13 @@ def lay_out(rows: Sequence[Sequence[str]]) -> Layout:
     after = ["\n" + label_of[0]] + ["\t" + label for label in label_of[1:]]
     if widths.count(widths[0]) == count:
         prefixes = first + after[: widths[0]] * (count - 1)
+        # The rows repeat their prefixes: so do the prefixes' lengths.
+        prefix_lengths = list(map(len, first)) + list(map(len, after[: widths[0]])) * (count - 1)
     else:
         prefixes = first.copy()
         for width in widths[1:]:
             prefixes += after[:width]
-    prefix_lengths = list(map(len, prefixes))
+        prefix_lengths = list(map(len, prefixes))
     starts = list(
         map(add, accumulate(map(add, prefix_lengths, lengths), initial=0), prefix_lengths)
     )

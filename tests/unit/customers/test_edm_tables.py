@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import random
+import re
 import string
 
 import pytest
@@ -23,19 +24,80 @@ from spillguard.core.keys import KeyRing
 from spillguard.customers import EdmIndexBuilder, EdmSettings, FieldKind
 from spillguard.customers.edm import EdmIndex, EdmResult, FieldHasher
 from spillguard.customers.fields import (
+    MAX_ADDRESS_TOKENS,
     LoyaltyFormat,
+    address_tokens,
+    hash_inputs,
+    name_tokens,
+    normalise_address,
     normalise_card,
     normalise_card_many,
+    normalise_date,
     normalise_loyalty,
     normalise_loyalty_many,
     normalise_phone,
     normalise_phone_many,
+    normalise_postcode,
 )
 from spillguard.inspection.corpus import generate_documents, generate_edm_corpus
 from spillguard.inspection.corpus.evaluate import customer_rows
 from spillguard.inspection.corpus.generator import _Gen
 
 KEY = KeyRing(bytes(range(32)))
+WORD = re.compile(r"[^\W_]+(?:['\u2019\u02bc][^\W_]+)*")
+
+
+def reference_word_support(index: EdmIndex, run, found: dict[int, FieldKind]) -> None:
+    """Names and address lines among consecutive words, each value hashed alone."""
+    digest = index._hash
+    minimum = index.settings.min_name_length
+    names = [" ".join(name_tokens(w)) for w in run]
+    for i in range(len(names)):
+        for n in range(1, 4):
+            gram = names[i : i + n]
+            if len(gram) < n or any(len(g) < minimum for g in gram):
+                break
+            value = " ".join(gram)
+            for kind in (FieldKind.FIRST_NAME, FieldKind.LAST_NAME):
+                found[digest(kind, value)] = kind
+            if n >= 2:
+                found[digest(FieldKind.NAME, value)] = FieldKind.NAME
+    tokens = [" ".join(address_tokens(w)) for w in run]
+    for i in range(len(tokens)):
+        for n in range(2, MAX_ADDRESS_TOKENS + 1):
+            gram = tokens[i : i + n]
+            if len(gram) < n:
+                break
+            found[digest(FieldKind.ADDRESS, " ".join(gram))] = FieldKind.ADDRESS
+
+
+def reference_row_support(index: EdmIndex, cells, skip: set[int]) -> dict[int, FieldKind]:
+    """A row's supporting hashes as they were read: cell by cell, value by value."""
+    found: dict[int, FieldKind] = {}
+    digest = index._hash
+    for position, cell in enumerate(cells):
+        if position in skip or not cell.strip() or len(cell) > 500:
+            continue
+        reference_word_support(index, [m.group() for m in WORD.finditer(cell)], found)
+        tokens = name_tokens(cell)
+        whole = " ".join(tokens) if tokens and len(tokens) <= 3 else None
+        if whole is not None:
+            for kind, value in hash_inputs(FieldKind.NAME, whole):
+                found.setdefault(digest(kind, value), kind)
+        address = normalise_address(cell)
+        if address is not None:
+            found[digest(FieldKind.ADDRESS, address)] = FieldKind.ADDRESS
+        code = normalise_postcode(cell)
+        if code is not None:
+            found[digest(FieldKind.POSTCODE, code)] = FieldKind.POSTCODE
+        for kind, past in (
+            (FieldKind.DATE_OF_BIRTH, True),
+            (FieldKind.CONTRACT_RENEWAL_DATE, False),
+        ):
+            iso = normalise_date(cell, past=past)
+            if iso is not None:
+                found[digest(kind, iso)] = kind
+    return found
 
 
 def reference_match_rows(index: EdmIndex, rows) -> EdmResult:
@@ -51,7 +113,7 @@ def reference_match_rows(index: EdmIndex, rows) -> EdmResult:
                     found.append((position, kind, owners))
         if not found:
             continue
-        support = index._row_support(cells, {p for p, _k, _o in found})
+        support = reference_row_support(index, cells, {p for p, _k, _o in found})
         for _position, kind, owners in found:
             for number in owners:
                 kinds = {support[d] for d in index._supporting_of(number) if d in support}
@@ -128,6 +190,28 @@ def _tables(corpus, seed: int):
                 row = row[: rng.randint(0, len(row))]
             rows.append(row)
         yield rows
+
+
+def test_table_support_is_each_rows_own(index, corpus):
+    """Every row's supporting hashes, read for the whole table at once (each distinct
+    cell read once, each distinct value hashed once), map to the kinds a cell-by-cell
+    reading gives, a whole name's parts keeping a kind set before them."""
+    compared = 0
+    for rows in _tables(corpus, 5):
+        cells_of = [[c if isinstance(c, str) else "" for c in row] for row in rows]
+        rng = random.Random(len(rows))
+        skips = [{p for p in range(len(c)) if rng.random() < 0.2} for c in cells_of]
+        table = index._rows_support(list(zip(cells_of, skips, strict=True)))
+        for cells, skip, support in zip(cells_of, skips, table, strict=True):
+            assert support == reference_row_support(index, cells, skip)
+            compared += len(support)
+    assert compared > 10_000
+    # A cell met again gives the same hashes; a name with a title and a middle name
+    # gives its first + last name, which no run of its words holds.
+    rows = [(["Dr Mary Ann Smith", "12 High St", "01/02/1980"], set())] * 2
+    first, second = index._rows_support(rows)
+    assert first == second == reference_row_support(index, *rows[0])
+    assert index._hash(FieldKind.NAME, "mary smith") in first
 
 
 def test_table_match_gives_the_row_by_row_matches(index, corpus):

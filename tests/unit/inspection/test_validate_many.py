@@ -147,7 +147,30 @@ def test_ipv6_many_agrees_with_ipaddress():
         )
     values += ["::", "::1", "1::", "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7::", "::2:3:4:5:6:7:8"]
     values += [":1:2:3:4:5:6:7", "1:2:3:4:5:6:7:", "1:::2", "00000::1", "1:2", "fe80::1%eth0"]
+    # Eight groups written out: their own compressed form unless zero groups run.
+    values += ["1:0:0:1:0:0:0:1", "1:0:1:0:1:0:1:0", "0:1:0:1:0:1:0:0", "A:B:C:D:E:F:0:0"]
+    values += ["0:0:1:2:3:4:5:6", "1:2:3:0:5:6:7:8", "1:2:3:4:5:6:7:08", "1:2:3:4:5:6:7:89abc"]
     assert validate_ipv6_many(values) == [validate_ipv6(v) for v in values]
+    assert validate_ipv6_many(["2001:DB8:1:0:0:0:0:1"]) == ["2001:db8:1::1"]
+
+
+def test_dob_many_reads_day_month_year_as_the_calendar_does():
+    """``dd/mm/yyyy`` (and ``.``, ``-``) are read as ISO dates the other way round: every
+    calendar edge gives ``validate``'s answer."""
+    detector = DETECTORS["date_of_birth"]
+    rng = random.Random(13)
+    values = [
+        f"{rng.randint(0, 32):02d}{sep}{rng.randint(0, 13):02d}{sep}{rng.randint(1880, 2040)}"
+        for sep in "/.-"
+        for _ in range(2000)
+    ]
+    values += ["29/02/1900", "29/02/2000", "29.02.2023", "31-04-1990", "00/01/1990", "01/00/1990"]
+    values += ["31/12/1899", "01/01/1900", "01/02.2000", "01/01/0000", "1/2/1990", "01/02/90"]
+    values += ["\u0660\u0661/\u0660\u0662/\u0661\u0669\u0669\u0660"]  # Arabic-Indic digits
+    values += ["1990-02-29", "1992-02-29", "0000-01-01"]
+    expected = [detector.validate(v) for v in values]
+    assert detector.validate_all(values) == expected
+    assert 3000 < sum(v is not None for v in expected) < len(values)
 
 
 def test_bulk_findings_are_ordinary_findings():

@@ -129,26 +129,35 @@ def validate(candidate: str) -> str | None:
 
 
 _PLAIN_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_PLAIN_DMY = re.compile(r"([0-9]{2})([/.-])([0-9]{2})\2([0-9]{4})")
 _EARLIEST = date(1900, 1, 1)
 
 
 def validate_many(candidates: Sequence[str]) -> list[str | None]:
     """``validate`` of each candidate, asking for today's date once.  ``yyyy-mm-dd``
-    is what ``_birth_date`` reads as ISO (no other form fits it), so it is read by
-    ``date.fromisoformat``, which accepts exactly the calendar dates of that form."""
+    is what ``_birth_date`` reads as ISO (no other form fits it), and ``dd/mm/yyyy``
+    (with ``.`` or ``-``) the same date written the other way round, so both are read
+    by ``date.fromisoformat``, which accepts exactly the calendar dates of that form."""
     now = date.today()
     out: list[str | None] = []
     for candidate in candidates:
         if _PLAIN_ISO.fullmatch(candidate):
-            try:
-                born: date | None = date.fromisoformat(candidate)
-            except ValueError:
-                born = None
-            if born is not None and (born < _EARLIEST or born > now):
-                born = None
+            iso = candidate
+        elif match := _PLAIN_DMY.fullmatch(candidate):
+            # dd/mm/yyyy (or . or -): ``_birth_date`` reads day, month and a four-digit
+            # year from it, i.e. the ISO date written the other way round.
+            iso = f"{match[4]}-{match[3]}-{match[1]}"
         else:
             born = _birth_date(candidate, now)
-        out.append(born.isoformat() if born else None)
+            out.append(born.isoformat() if born else None)
+            continue
+        try:
+            born = date.fromisoformat(iso)
+        except ValueError:
+            out.append(None)
+            continue
+        # ``isoformat`` of a date read from ``yyyy-mm-dd`` is that same text.
+        out.append(None if born < _EARLIEST or born > now else iso)
     return out
 
 

@@ -132,11 +132,25 @@ def _plain_ipv6(candidate: str) -> str | None:
     return ":".join(hextets)
 
 
+# Eight groups written out, none with a leading zero: the compressed form is the
+# address in lower case, unless two zero groups in a row make a "::".
+_FULL_V6 = re.compile(r"(?:[1-9A-Fa-f][0-9A-Fa-f]{0,3}|0)(?::(?:[1-9A-Fa-f][0-9A-Fa-f]{0,3}|0)){7}")
+
+
 def validate_ipv6_many(candidates: Sequence[str]) -> list[str | None]:
-    """``validate_ipv6`` of each candidate: hex groups and colons alone are read by
-    :func:`_plain_ipv6` (the same answers, a fifth of the time), the rest by
-    ``ipaddress``."""
-    return [_plain_ipv6(c) if _PLAIN_V6.fullmatch(c) else validate_ipv6(c) for c in candidates]
+    """``validate_ipv6`` of each candidate: eight groups without leading zeros or a run
+    of zero groups are their own compressed form (lower case), other hex groups and
+    colons are read by :func:`_plain_ipv6` (the same answers, a fifth of the time), the
+    rest by ``ipaddress``."""
+    out: list[str | None] = []
+    for candidate in candidates:
+        if _FULL_V6.fullmatch(candidate) and ":0:0:" not in f":{candidate}:":
+            out.append(candidate.lower())
+        elif _PLAIN_V6.fullmatch(candidate):
+            out.append(_plain_ipv6(candidate))
+        else:
+            out.append(validate_ipv6(candidate))
+    return out
 
 
 def ipv4_detector() -> Detector:
