@@ -307,6 +307,7 @@ NAV_BY_ROLE = {
         "Customers",
         "Exposure",
         "Incidents",
+        "Alerts",
         "Users",
         "API tokens",
         "Audit events",
@@ -317,6 +318,7 @@ NAV_BY_ROLE = {
         "Customers",
         "Exposure",
         "Incidents",
+        "Alerts",
         "Users",
         "API tokens",
         "Audit events",
@@ -330,6 +332,7 @@ NAV_BY_ROLE = {
         "Exposure",
         "Incidents",
         "Quarantine",
+        "Alerts",
         "API tokens",
     ],
     "dpo": [
@@ -340,6 +343,7 @@ NAV_BY_ROLE = {
         "Exposure",
         "Incidents",
         "Quarantine",
+        "Alerts",
         "API tokens",
     ],
 }

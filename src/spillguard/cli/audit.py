@@ -15,6 +15,7 @@ from spillguard.audit.checkpoints import CheckpointError, Signer, parse_checkpoi
 from spillguard.audit.log import ConcurrentAppend, LogCorrupt, SequencerBusy, run_sequencer
 from spillguard.audit.services import AuditLogService
 from spillguard.audit.verify import Tampered, verify_log
+from spillguard.cli import audit_ingest, audit_simulate, audit_staff
 from spillguard.cli.common import CliError, cli_principal, one_line_errors, open_context, out
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
@@ -157,3 +158,9 @@ def checkpoints(
         )
     out.print(table)
     out.print(f"log key {key.key_id}: {key.note_verifier_key(origin)}", highlight=False)
+
+
+app.command("simulate")(audit_simulate.simulate)
+app.command("ingest")(audit_ingest.ingest)
+app.command("syslog")(audit_ingest.syslog)
+app.add_typer(audit_staff.app, name="staff")

@@ -10,10 +10,12 @@ import typer
 from rich.table import Table
 
 from spillguard.cli.common import CliError, cli_principal, one_line_errors, open_context, out
+from spillguard.cli.honeytokens import app as honeytokens_app
 from spillguard.customers.services import CustomerDirectoryService, CustomerImportService
 from spillguard.customers.snapshot import CachedDirectoryIndex
 
 app = typer.Typer(help="The customer directory (exact data match).", no_args_is_help=True)
+app.add_typer(honeytokens_app, name="honeytokens")
 
 
 @app.command("import")

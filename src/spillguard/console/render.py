@@ -53,6 +53,7 @@ NAVIGATION: list[NavEntry] = [
         Permission.QUARANTINE_MANAGE,
         frozenset({Role.SECURITY, Role.DPO}),
     ),
+    NavEntry("Alerts", "/audit/alerts", Permission.ALERTS_VIEW),
     NavEntry("Users", "/users", Permission.USERS_VIEW),
     NavEntry("API tokens", "/tokens", Permission.TOKENS_OWN),
     NavEntry("Audit events", "/audit", Permission.AUDIT_VIEW),

@@ -140,6 +140,8 @@ def housekeeping_job(settings: Settings) -> Job:
 
 DELIVERY_BATCH_MAX_BYTES = 8 * 1024 * 1024
 """A batch of 10,000 deliveries is about 4 MiB of JSON."""
+ACCESS_BATCH_MAX_BYTES = 32 * 1024 * 1024
+"""POST /api/v1/access-events: 5,000 events with long customer-id lists."""
 
 
 def create_app(settings: Settings | None = None, keys: KeyRing | None = None) -> FastAPI:
@@ -241,13 +243,18 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
         BodySizeLimit, prefix="/api/v1/exposure/deliveries", max_bytes=DELIVERY_BATCH_MAX_BYTES
     )
     app.add_middleware(
+        BodySizeLimit, prefix="/api/v1/access-events", max_bytes=ACCESS_BATCH_MAX_BYTES
+    )
+    app.add_middleware(
         RequestMiddleware,
         metrics=HttpMetrics(registry),
         strict_backstop=settings.authz_backstop_strict,
     )
     app.mount("/static", StaticFiles(directory=CONSOLE_DIR / "static"), name="static")
 
+    from spillguard.audit import alerts_api, honeytokens_api, ingest_api
     from spillguard.audit import api as audit_api
+    from spillguard.audit import views as audit_views
     from spillguard.core import api, ops, views
     from spillguard.customers import api as customers_api
     from spillguard.customers import views as customers_views
@@ -273,6 +280,11 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     app.include_router(customers_views.router)
     app.include_router(customers_api.router, responses=PROBLEM_RESPONSES)
     app.include_router(audit_api.router, responses=PROBLEM_RESPONSES)
+    app.include_router(ingest_api.router, responses=PROBLEM_RESPONSES)
+    app.include_router(honeytokens_api.router, responses=PROBLEM_RESPONSES)
+    app.include_router(alerts_api.router, responses=PROBLEM_RESPONSES)
+    app.include_router(alerts_api.staff_router, responses=PROBLEM_RESPONSES)
+    app.include_router(audit_views.router)
     app.include_router(exposure_api.router, responses=PROBLEM_RESPONSES)
     app.include_router(quarantine_api.router, responses=PROBLEM_RESPONSES)
     app.include_router(exposure_views.router)

@@ -109,6 +109,119 @@ class Settings(BaseSettings):
         default=None,
         description="Directory where every new checkpoint is also appended to a file.",
     )
+    # Honeytoken customers (audit.honeytokens; docs/audit.md "Honeytokens") ----------------
+    honeytoken_email_domain: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Mail domain the organisation controls (MX to the mail filter) for "
+        "honeytoken customers' e-mail addresses; required to create honeytokens.",
+    )
+    honeytoken_phone_range: str = Field(
+        default="07700900000-07700900999",
+        max_length=60,
+        description="START-END of the phone numbers honeytokens get (default: Ofcom's drama "
+        "range, which a careful insider could recognise; use a range you own).",
+    )
+    honeytoken_id_prefix: str | None = Field(
+        default=None,
+        max_length=20,
+        description="Prefix of honeytoken customer ids (unset: the directory's own prefix).",
+    )
+    # Insider-risk detectors (audit.detect; docs/audit.md) ---------------------------------
+    insider_baseline_days: int = Field(
+        default=20, ge=3, le=365, description="Active days an actor's own baseline uses."
+    )
+    insider_baseline_lookback_days: int = Field(
+        default=60, ge=7, le=730, description="Calendar days searched for those active days."
+    )
+    insider_baseline_min_days: int = Field(
+        default=5, ge=2, le=365, description="Active days needed before the baseline is used."
+    )
+    insider_volume_mad_k: float = Field(
+        default=8.0, gt=0, le=100, description="Volume alert above median + k x spread."
+    )
+    insider_volume_min_ratio: float = Field(
+        default=3.0, ge=1, le=1000, description="...and at least this many times the median."
+    )
+    insider_volume_min_records: int = Field(
+        default=200, ge=1, description="...and at least this many records in the day."
+    )
+    insider_spread_floor: float = Field(
+        default=10.0, ge=0, description="Smallest spread (records) a baseline is given."
+    )
+    insider_spread_floor_ratio: float = Field(
+        default=0.25, ge=0, le=10, description="Smallest spread as a fraction of the median."
+    )
+    insider_peer_mad_k: float = Field(
+        default=10.0, gt=0, le=100, description="Peer alert above team median + k x spread."
+    )
+    insider_peer_min_ratio: float = Field(
+        default=5.0, ge=1, le=1000, description="...and at least this many times the team's."
+    )
+    insider_peer_min_records: int = Field(
+        default=300, ge=1, description="...and at least this many records in the day."
+    )
+    insider_peer_min_size: int = Field(
+        default=5, ge=2, le=10_000, description="Team members with history needed."
+    )
+    insider_after_hours_min_records: int = Field(
+        default=100, ge=1, description="Records outside working hours in a day to alert."
+    )
+    insider_after_hours_mad_k: float = Field(
+        default=8.0, gt=0, le=100, description="...and above own median + k x spread."
+    )
+    insider_export_event_records: int = Field(
+        default=1000, ge=1, description="Records exported or printed in one event to alert."
+    )
+    insider_export_day_records: int = Field(
+        default=2000, ge=1, description="Records exported or printed in a day to alert."
+    )
+    insider_export_baseline_factor: float = Field(
+        default=5.0, ge=1, le=1000, description="Daily export alert also above own median x this."
+    )
+    insider_off_duty_min_records: int = Field(
+        default=50, ge=1, description="Records outside the actor's duties in a day to alert."
+    )
+    insider_off_duty_mad_k: float = Field(
+        default=8.0, gt=0, le=100, description="...and above own median + k x spread."
+    )
+    insider_departing_days: int = Field(
+        default=30, ge=0, le=365, description="An actor leaving within this many days is watched."
+    )
+    insider_departing_volume_ratio: float = Field(
+        default=2.5, ge=1, le=1000, description="Departing: records above own median x this."
+    )
+    insider_departing_min_records: int = Field(
+        default=100, ge=1, description="...and at least this many records in the day."
+    )
+    insider_departing_export_records: int = Field(
+        default=50, ge=1, description="Departing: records exported or printed in a day."
+    )
+    insider_default_timezone: str = Field(
+        default="Europe/London", description="Time zone of an actor HR has no record of."
+    )
+    insider_default_work_start: str = Field(
+        default="07:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Their day's start."
+    )
+    insider_default_work_end: str = Field(
+        default="19:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Their day's end."
+    )
+    insider_default_work_days: str = Field(
+        default="12345", pattern=r"^[1-7]{1,7}$", description="Their ISO weekdays (1 = Monday)."
+    )
+    access_ingest_rate: float = Field(
+        default=20_000.0,
+        ge=0,
+        le=10_000_000,
+        description="Access events per second each source may send, per server process "
+        "(0: no limit).",
+    )
+    access_ingest_burst: int = Field(
+        default=100_000,
+        ge=1,
+        le=100_000_000,
+        description="Access events a source may send at once above its rate (token bucket).",
+    )
     exposure_retention_days: int = Field(
         default=0,
         ge=0,

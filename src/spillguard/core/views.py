@@ -1,4 +1,5 @@
-"""Console pages of the core: login, first-run setup, home, users, API tokens, audit.
+"""Console pages of the core: login, first-run setup, home, users, API tokens (the audit
+pages are in ``spillguard.audit.views``).
 
 Pages parse the form, call one service, and render.  Every state-changing form carries
 the CSRF token (checked by ``csrf_protect``).
@@ -7,16 +8,12 @@ the CSRF token (checked by ``csrf_protect``).
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
 from typing import Annotated
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import AwareDatetime
 
 from spillguard.console.render import CSRF_COOKIE, csrf_token_for, render, secure_cookies
-from spillguard.core.audit import AuditFilter, AuditService
 from spillguard.core.deps import (
     SESSION_COOKIE,
     AppSettings,
@@ -394,75 +391,3 @@ def _optional_int(value: str, field: str) -> int | None:
         return int(value)
     except ValueError:
         raise InvalidInput(f"{field} must be a whole number.", field=field) from None
-
-
-# Audit ---------------------------------------------------------------------------------
-@router.get("/audit", response_class=HTMLResponse)
-def audit_page(
-    request: Request,
-    db: DbSession,
-    principal: ConsolePrincipal,
-    action: Annotated[str, Query(max_length=100)] = "",
-    actor: Annotated[str, Query(max_length=320)] = "",
-    outcome: Annotated[str, Query(pattern="^(|success|failure)$")] = "",
-    object_type: Annotated[str, Query(max_length=64)] = "",
-    since: Annotated[str, Query(max_length=40)] = "",
-    until: Annotated[str, Query(max_length=40)] = "",
-    offset: ConsoleOffset = 0,
-) -> Response:
-    svc = AuditService(db, remember(request, principal))
-    flt = AuditFilter(
-        action or None,
-        actor or None,
-        object_type or None,
-        None,
-        outcome or None,
-        _parse_day(since, "since"),
-        _parse_day(until, "until"),
-    )
-    rows, total = svc.list_events(flt, limit=PAGE_SIZE, offset=offset)
-    filters = {
-        "action": action,
-        "actor": actor,
-        "outcome": outcome,
-        "object_type": object_type,
-        "since": since,
-        "until": until,
-    }
-    query = urlencode({k: v for k, v in filters.items() if v})
-    ctx = {
-        "events": rows,
-        "total": total,
-        "limit": PAGE_SIZE,
-        "offset": offset,
-        "base_query": query + "&" if query else "",
-        "filters": filters,
-        "actions": svc.actions(),
-    }
-    # htmx swapping the rows gets the rows; a history restore (cache miss) needs the page.
-    partial = request.headers.get("hx-request") and not request.headers.get(
-        "hx-history-restore-request"
-    )
-    template = "core/_audit_rows.html" if partial else "core/audit.html"
-    return render(request, template, ctx, principal=principal)
-
-
-def _parse_day(value: str, field: str) -> datetime | None:
-    """Accept a date (YYYY-MM-DD, midnight UTC) or a full ISO timestamp with offset."""
-    from datetime import UTC, date
-
-    from pydantic import TypeAdapter, ValidationError
-
-    if not value:
-        return None
-    try:
-        return datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
-    except ValueError:
-        pass
-    try:
-        return TypeAdapter(AwareDatetime).validate_python(value)
-    except ValidationError:
-        raise InvalidInput(
-            f"{field} must be a date (YYYY-MM-DD) or an ISO timestamp with a time zone.",
-            field=field,
-        ) from None

@@ -56,6 +56,7 @@ from spillguard.customers.models import (
     CustomerContact,
     CustomerDataKey,
     CustomerFieldHash,
+    HoneytokenCustomer,
     ImportRun,
 )
 from spillguard.inspection.extract.text import HEAD_SAMPLE, detect_encoding
@@ -398,7 +399,13 @@ class CustomerImportService:
             ) from None
         finally:
             text.detach()
-        gone = [k.row_id for k in known.values() if k.active and k.row_id not in self._touched]
+        # Honeytoken customers are planted in the CRM, not in the list: an import keeps them.
+        kept = set(self.session.scalars(select(HoneytokenCustomer.customer_id)))
+        gone = [
+            k.row_id
+            for k in known.values()
+            if k.active and k.row_id not in self._touched and k.row_id not in kept
+        ]
         self._remove(gone)
         counts.removed = len(gone)
         counts.invalid = dict(sorted(builder.stats.invalid.items()))
@@ -463,6 +470,15 @@ class CustomerImportService:
             or any(ch < " " for ch in external_id)
         ):
             return None
+        return CustomerImportService._row_of(external_id, values, builder, row_key)
+
+    @staticmethod
+    def _row_of(
+        external_id: str,
+        values: dict[FieldKind, list[str]],
+        builder: EdmIndexBuilder,
+        row_key: bytes,
+    ) -> _Row:
         by_kind: dict[str, list[int]] = {}
         for field_kind, digest in builder.hash_values(values):
             by_kind.setdefault(field_kind.value, []).append(digest)
@@ -474,6 +490,29 @@ class CustomerImportService:
         for name in CONTACT_FIELDS:
             mac.update(name.encode() + b"\x1f" + contact.get(name, "").encode() + b"\x1e")
         return _Row(external_id, hashes, contact, mac.hexdigest())
+
+    def add_values(self, rows: Sequence[tuple[str, dict[FieldKind, list[str]]]]) -> dict[str, int]:
+        """Add new customers given as values by kind, stored exactly as an import stores a
+        row (keyed hashes, encrypted contact details); returns their row ids by external id.
+
+        For the honeytoken service, which authorises its caller itself
+        (``honeytokens:manage``): no import run, no removal, no audit event here. An
+        external id already in the directory is refused.
+        """
+        ids = [external_id for external_id, _ in rows]
+        if len(set(ids)) != len(ids):
+            raise InvalidInput("a customer id appears more than once")
+        taken = select(Customer.id).where(Customer.external_id.in_(ids)).limit(1)
+        if self.session.scalar(taken) is not None:
+            raise InvalidInput("a customer id to add is already in the directory")
+        builder = EdmIndexBuilder(self.keys, self.settings)
+        key_id, data_key = _data_key(self.session, ContactCipher(self.keys), create=True)
+        row_key = self.keys.derive(KeyPurpose.CUSTOMER_ROW_DIGEST)
+        known: dict[str, _Known] = {}
+        self._touched = set()
+        batch = [self._row_of(ext, values, builder, row_key) for ext, values in rows]
+        self._flush(batch, known, ImportCounts(), key_id, data_key)
+        return {external_id: known[external_id].row_id for external_id in ids}
 
     def _flush(
         self,

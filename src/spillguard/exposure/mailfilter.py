@@ -52,6 +52,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
+from spillguard.audit.honeytokens import check_mail
 from spillguard.core.audit import record_event
 from spillguard.core.db import utcnow
 from spillguard.core.keys import KeyRing
@@ -662,6 +663,15 @@ class MailFilter:
     def _register(self, session: DbSession, message: _Message) -> None:
         if message.content_ids:
             return
+        check_mail(
+            session,
+            self.keys,
+            sender=message.mail.mail_from,
+            recipients=list(message.recipients),
+            reports=[p.report for p in message.parts],
+            message_ref=message.key,
+            now=message.now,
+        )
         for part in message.parts:
             if part.worth_recording:
                 message.content_ids[part.part.index] = register_report(

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from spillguard.audit.honeytokens import check_matched_customers
 from spillguard.core.audit import record_event
 from spillguard.core.db import insert_rows, utcnow
 from spillguard.core.errors import InvalidInput, NotFound
@@ -123,6 +124,14 @@ def register_report(
         raise InvalidDelivery("Only content with a SHA-256 can be recorded in the ledger.")
     now = now or utcnow()
     ids = directory_ids(session, report.customer_ids)
+    check_matched_customers(
+        session,
+        report.customer_ids,
+        "exposure-ledger",
+        {"content_sha256": report.sha256},
+        now,
+        primary_only=report.primary_only,
+    )
     content = session.scalar(
         select(InspectedContent).where(InspectedContent.sha256 == report.sha256)
     )

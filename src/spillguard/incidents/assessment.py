@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from spillguard.core.audit import record_event
 from spillguard.core.db import utcnow
 from spillguard.core.roles import Principal
+from spillguard.customers.honeytokens import honeytoken_ids
 from spillguard.customers.models import Customer
 from spillguard.devices.models import (
     Command,
@@ -340,6 +341,7 @@ def gather(session: Session, incident: Incident) -> GatheredFacts:
     if chosen.get("customer_ids"):
         scope = "customers" if scope == "none" else scope + "+customers"
         customer_ids.update(str(c) for c in chosen["customer_ids"])
+    customer_ids -= honeytoken_ids(session, customer_ids)  # planted, not people: never notified
     categories: dict[str, int] = {}
     labels: dict[str, int] = {}
     for doc in documents:

@@ -32,6 +32,7 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from spillguard.audit.honeytokens import check_matched_customers
 from spillguard.core.audit import record_event
 from spillguard.core.errors import ContentTooLarge, DomainError, InvalidInput, PermissionDenied
 from spillguard.core.keys import KeyRing
@@ -303,6 +304,13 @@ class InspectionService:
         self.principal.require(Permission.INSPECTIONS_RUN)
         self._check(item)
         report = self._scan(item, self.runtime.engine())
+        check_matched_customers(
+            self.session,
+            report.customer_ids,
+            "inspection",
+            {"content_sha256": report.sha256, "actor": self.principal.label},
+            primary_only=report.primary_only,
+        )
         record_event(
             self.session,
             self.principal,

@@ -1,0 +1,202 @@
+"""Detector latency (issue 7 Performance): from the ingestion call to the alert committed
+and visible to another connection, on SQLite and PostgreSQL.
+
+Setup (not timed): a fresh database, the HR data and four weeks of ordinary access of a
+synthetic operator (``spillguard.audit.synthetic``, no scenarios), ingested through
+``AccessIngestService`` so every actor has a baseline in ``access_actor_days``.
+
+Then, ``--trials`` times: one batch of ``--batch`` events stamped "now" from one source,
+``--batch - 1`` of them ordinary views by random staff and one an export of 1,500
+customer records by a member of staff who has never exported (the mass-export detector's
+one-event threshold is 1,000). The clock starts just before ``AccessIngestService.ingest``
+(validation, storage, the audit rows, the streaming detectors, the alert) and the
+transaction's commit; a second engine (its own connection, as the console or API would
+use) polls ``insider_alerts`` for that actor every millisecond; the clock stops when it
+sees the alert. Reported: the ingest+commit time and the time to visible, p50/p95/max.
+
+    .venv/bin/python benchmarks/audit_detect.py [--users 200] [--trials 20] [--batch 1000]
+        [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+
+from spillguard.audit.ingest import AccessIngestService
+from spillguard.audit.models import Alert
+from spillguard.audit.staff import StaffService
+from spillguard.audit.synthetic import SimulationConfig, generate
+from spillguard.core import db as dbmod
+from spillguard.core.keys import KeyRing
+from spillguard.core.roles import Principal
+from spillguard.core.settings import Settings
+
+PG_DATABASE = "spillguard_bench_detect"
+
+
+@contextmanager
+def database(postgres: str | None) -> Iterator[str]:
+    if postgres:
+        admin = create_engine(make_url(postgres), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{PG_DATABASE}"'))
+        url = make_url(postgres).set(database=PG_DATABASE).render_as_string(hide_password=False)
+        try:
+            yield url
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)'))
+            admin.dispose()
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield f"sqlite:///{Path(tmp) / 'detect.db'}"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def run(url: str, users: int, trials: int, batch: int) -> dict[str, Any]:
+    engine = dbmod.make_engine(url)
+    dbmod.upgrade(engine)
+    factory = dbmod.make_session_factory(engine)
+    watcher = dbmod.make_engine(url)
+    keys = KeyRing(bytes(range(32)))
+    settings = Settings(database_url=url, audit_checkpoint_interval_seconds=0, access_ingest_rate=0)
+    principal = Principal.system("detector latency benchmark")
+    now = datetime.now(UTC)
+    org = generate(
+        SimulationConfig(
+            users=users,
+            days=28,
+            seed=1,
+            start=now.date() - timedelta(days=29),
+            scenarios=(),
+            ids_per_view=5.0,
+        )
+    )
+    t = time.perf_counter()
+    with dbmod.transaction(factory) as session:
+        StaffService(session, principal).import_csv(org.staff_csv())
+    by_day: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for event in org.events:
+        by_day[event.at.date().isoformat()][event.source].append(event.wire)
+    for day in sorted(by_day):
+        for source, day_items in sorted(by_day[day].items()):
+            for first in range(0, len(day_items), 5000):
+                with dbmod.transaction(factory) as session:
+                    AccessIngestService(session, settings, keys, principal).ingest(
+                        source, day_items[first : first + 5000], "file", rate_limit="off"
+                    )
+    print(f"  history: {len(org.events):,} events in {time.perf_counter() - t:.1f} s (not timed)")
+
+    rng = random.Random(3)
+    # Staff who never export: their first 1,500-record export is the trigger.
+    exporters = {e.wire["actor"] for e in org.events if e.wire["action"] in ("export", "print")}
+    quiet = [s.actor for s in org.staff if s.actor not in exporters and s.leaving_on is None]
+    rng.shuffle(quiet)
+    everyone = [s.actor for s in org.staff]
+    ingest_ms: list[float] = []
+    visible_ms: list[float] = []
+    for trial in range(trials):
+        actor = quiet[trial]
+        stamp = datetime.now(UTC) - timedelta(minutes=1)
+        items: list[dict[str, Any]] = [
+            {
+                "id": f"latency-{trial}-{k}",
+                "time": (stamp - timedelta(seconds=k)).isoformat(),
+                "actor": rng.choice(everyone),
+                "action": "view",
+                "system": "crm",
+                "record_type": "account",
+                "customer_ids": [f"C{rng.randrange(users * 400):07d}" for _ in range(3)],
+            }
+            for k in range(batch - 1)
+        ]
+        items.append(
+            {
+                "id": f"latency-{trial}-export",
+                "time": stamp.isoformat(),
+                "actor": actor,
+                "action": "export",
+                "system": "crm",
+                "record_type": "account",
+                "customer_ids": [f"C{n:07d}" for n in rng.sample(range(users * 400), 1500)],
+            }
+        )
+        rng.shuffle(items)
+        query = select(Alert.id).where(Alert.actor == actor)
+        started = time.perf_counter()
+        with dbmod.transaction(factory) as session:
+            AccessIngestService(session, settings, keys, principal).ingest(
+                "crm", items, "rest", rate_limit="off"
+            )
+        committed = time.perf_counter()
+        with watcher.connect() as conn:
+            while conn.execute(query).first() is None:
+                conn.rollback()
+                if time.perf_counter() - started > 60:
+                    raise SystemExit(f"no alert for {actor} within 60 s")
+                time.sleep(0.001)
+        seen = time.perf_counter()
+        ingest_ms.append((committed - started) * 1000)
+        visible_ms.append((seen - started) * 1000)
+    engine.dispose()
+    watcher.dispose()
+    result = {
+        "ingest_commit_ms": {
+            "p50": statistics.median(ingest_ms),
+            "p95": pct(ingest_ms, 0.95),
+            "max": max(ingest_ms),
+        },
+        "visible_ms": {
+            "p50": statistics.median(visible_ms),
+            "p95": pct(visible_ms, 0.95),
+            "max": max(visible_ms),
+        },
+    }
+    print(
+        f"  {trials} trials, batches of {batch:,} events: ingest+commit p50 "
+        f"{result['ingest_commit_ms']['p50']:.0f} ms, p95 {result['ingest_commit_ms']['p95']:.0f}"
+        f" ms; alert visible p50 {result['visible_ms']['p50']:.0f} ms, p95 "
+        f"{result['visible_ms']['p95']:.0f} ms, max {result['visible_ms']['max']:.0f} ms"
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--postgres", help="admin URL of a PostgreSQL server to use")
+    args = parser.parse_args()
+    backend = "PostgreSQL" if args.postgres else "SQLite"
+    print(
+        f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}, "
+        f"load {os.getloadavg()[0]:.2f}; {backend}; {args.users} users, 4 weeks of history"
+    )
+    with database(args.postgres) as url:
+        run(url, args.users, args.trials, args.batch)
+    print(f"  load average at the end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

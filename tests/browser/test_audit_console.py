@@ -1,0 +1,131 @@
+"""The insider-risk console in a real browser (issue 7 §6).
+
+A renewals agent's ordinary days and then one day with thirty times their usual records
+are ingested through the real ingestion service, whose detectors raise a volume alert.
+A security analyst finds it from the navigation, opens it, reads why, dismisses it with
+a reason, follows the actor link and sees the day stand out of the baseline band in the
+activity chart; the same pages on a phone-sized screen do not scroll sideways.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from faker import Faker
+from playwright.sync_api import expect
+from sqlalchemy.orm import Session
+
+from spillguard.audit.ingest import AccessIngestService
+from spillguard.core.keys import KeyRing
+from spillguard.core.roles import Principal
+from spillguard.core.settings import Settings
+from tests.browser.conftest import expect_path, log_in
+from tests.browser.test_console_mobile import PHONE, assert_no_sideways_scroll
+from tests.factories.users import UserFactory
+
+fake = Faker("en_GB")
+
+
+def stage_bulk_day(db: Session, settings: Settings, keys: KeyRing) -> str:
+    """Twelve days of 30 records a day, then 900 today: the volume detector's alert."""
+    actor = f"{fake.first_name()}.{fake.last_name()}@staff.example.co.uk".lower()
+    today = datetime.now(UTC).replace(hour=11, minute=0, second=0, microsecond=0)
+    if today > datetime.now(UTC):
+        today -= timedelta(days=1)
+    numbers = iter(range(100000, 999999))
+
+    def item(when: datetime, n: int) -> dict[str, object]:
+        return {
+            "id": f"evt-{fake.uuid4()}",
+            "time": when.isoformat(),
+            "actor": actor,
+            "action": "view",
+            "system": "crm",
+            "record_type": "contract-renewal",
+            "customer_ids": [f"C{next(numbers)}" for _ in range(n)],
+        }
+
+    svc = AccessIngestService(db, settings, keys, Principal.system("tests"))
+    svc.ingest("crm", [item(today - timedelta(days=d), 30) for d in range(12, 0, -1)], "rest")
+    svc.ingest("crm", [item(today, 900)], "rest")
+    db.commit()
+    return actor
+
+
+@pytest.mark.browser
+def test_alert_queue_to_dismissal_and_the_activity_chart(
+    page, live_server, users: UserFactory, db: Session, settings: Settings, keys: KeyRing
+) -> None:
+    actor = stage_bulk_day(db, settings, keys)
+    analyst = users.create("security")
+    log_in(page, analyst.email)
+
+    page.locator("header nav").get_by_role("link", name="Alerts").click()
+    expect(page.get_by_role("heading", name="Insider-risk alerts")).to_be_visible()
+    row = page.get_by_test_id("alert-row").filter(has_text=actor)
+    expect(row).to_have_count(1)
+    row.get_by_role("link").click()
+
+    expect(page.get_by_test_id("alert-title")).to_contain_text(actor)
+    expect(page.get_by_test_id("explanation")).to_contain_text("baseline")
+    expect(page.get_by_test_id("figure-observed")).to_contain_text("900")
+    expect(page.get_by_test_id("evidence-row").first).to_contain_text("contract-renewal")
+    page.get_by_label("Why dismiss it?").fill("Renewals campaign week, agreed with the team lead")
+    page.get_by_role("button", name="Dismiss").click()
+    expect(page.get_by_role("status")).to_contain_text("Alert dismissed")
+    expect(page.get_by_test_id("alert-status")).to_have_text("dismissed")
+    expect(page.get_by_test_id("dismissed")).to_contain_text("Renewals campaign week")
+    expect(page.get_by_role("button", name="Dismiss")).to_have_count(0)
+
+    page.get_by_test_id("actor-link").click()
+    expect(page.get_by_role("heading", name=f"Activity of {actor}")).to_be_visible()
+    chart = page.get_by_test_id("activity-chart")
+    expect(chart).to_be_visible()
+    box = chart.bounding_box()
+    assert box is not None and box["width"] > 300 and box["height"] > 80
+    expect(chart.locator("[data-testid=chart-day]")).to_have_count(30)
+    spike = chart.locator("[data-over=yes]")
+    expect(spike).to_have_count(1)
+    spike_bar = spike.locator("rect.bar").bounding_box()
+    usual_bar = chart.locator("[data-testid=chart-day]").nth(28).locator("rect.bar").bounding_box()
+    assert spike_bar is not None and usual_bar is not None
+    assert spike_bar["height"] > 10 * usual_bar["height"], "the spike must stand out"
+    assert chart.locator("rect.band").count() >= 7
+
+    page.goto("/audit/alerts?status=dismissed")
+    expect(page.get_by_test_id("alert-row").filter(has_text=actor)).to_have_count(1)
+    expect_path(page, "/audit/alerts?status=dismissed")
+
+
+@pytest.mark.browser
+def test_audit_pages_fit_a_phone(
+    browser, live_server, users: UserFactory, db: Session, settings: Settings, keys: KeyRing
+) -> None:
+    actor = stage_bulk_day(db, settings, keys)
+    admin = users.create("admin")
+    ctx = browser.new_context(
+        base_url=live_server.url, viewport=PHONE, is_mobile=True, has_touch=True
+    )
+    ctx.set_default_timeout(10_000)
+    try:
+        phone = ctx.new_page()
+        log_in(phone, admin.email)
+        expect(phone.get_by_role("heading", name="System status")).to_be_visible()
+        for path, heading in [
+            ("/audit", "Audit events"),
+            ("/audit/checkpoints", "Audit log checkpoints"),
+            ("/audit/alerts", "Insider-risk alerts"),
+            ("/audit/sources", "Access sources"),
+            ("/audit/honeytokens", "Honeytoken customers"),
+            (f"/audit/actors/{actor}", f"Activity of {actor}"),
+        ]:
+            phone.goto(path)
+            expect(phone.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+            assert_no_sideways_scroll(phone)
+        phone.goto("/audit/alerts")
+        phone.get_by_test_id("alert-row").first.get_by_role("link").click()
+        expect(phone.get_by_test_id("alert-title")).to_be_visible()
+        assert_no_sideways_scroll(phone)
+    finally:
+        ctx.close()
