@@ -25,17 +25,13 @@ import os
 import platform
 import random
 import statistics
-import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from insider_eval import database  # the sibling script: run as benchmarks/audit_detect.py
+from sqlalchemy import select
 
 from spillguard.audit.ingest import AccessIngestService
 from spillguard.audit.models import Alert
@@ -47,25 +43,6 @@ from spillguard.core.roles import Principal
 from spillguard.core.settings import Settings
 
 PG_DATABASE = "spillguard_bench_detect"
-
-
-@contextmanager
-def database(postgres: str | None) -> Iterator[str]:
-    if postgres:
-        admin = create_engine(make_url(postgres), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{PG_DATABASE}"'))
-        url = make_url(postgres).set(database=PG_DATABASE).render_as_string(hide_password=False)
-        try:
-            yield url
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)'))
-            admin.dispose()
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        yield f"sqlite:///{Path(tmp) / 'detect.db'}"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -193,7 +170,7 @@ def main() -> None:
         f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}, "
         f"load {os.getloadavg()[0]:.2f}; {backend}; {args.users} users, 4 weeks of history"
     )
-    with database(args.postgres) as url:
+    with database(args.postgres, PG_DATABASE) as url:
         run(url, args.users, args.trials, args.batch)
     print(f"  load average at the end: {os.getloadavg()[0]:.2f}")
 

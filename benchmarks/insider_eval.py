@@ -68,23 +68,24 @@ PG_DATABASE = "spillguard_bench_insider"
 
 
 @contextmanager
-def database(postgres: str | None) -> Iterator[str]:
-    """A fresh, migrated database URL (SQLite file or throwaway PostgreSQL database)."""
+def database(postgres: str | None, name: str = PG_DATABASE) -> Iterator[str]:
+    """A fresh database URL: a SQLite file, or a throwaway PostgreSQL database ``name``
+    (dropped afterwards) on the server at the admin URL ``postgres``."""
     if postgres:
         admin = create_engine(make_url(postgres), isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{PG_DATABASE}"'))
-        url = make_url(postgres).set(database=PG_DATABASE).render_as_string(hide_password=False)
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(postgres).set(database=name).render_as_string(hide_password=False)
         try:
             yield url
         finally:
             with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)'))
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
         return
     with tempfile.TemporaryDirectory() as tmp:
-        yield f"sqlite:///{Path(tmp) / 'insider.db'}"
+        yield f"sqlite:///{Path(tmp) / f'{name}.db'}"
 
 
 def load_staff(factory: sessionmaker[Session], org: Organisation) -> int:
