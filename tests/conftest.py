@@ -17,6 +17,8 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -27,6 +29,14 @@ from spillguard.core.app import create_app
 from spillguard.core.keys import KeyRing
 from spillguard.core.settings import Settings
 from tests.factories.users import UserFactory
+
+# Property tests judge the code, not the machine: on a loaded CI machine generating
+# examples or running one can take longer than Hypothesis's defaults (200 ms deadline,
+# the too_slow health check), which would fail a test for the load, not for a bug.
+hypothesis_settings.register_profile(
+    "spillguard", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("spillguard")
 
 PG_ENV = "SPILLGUARD_TEST_POSTGRES_URL"
 TEST_MASTER_KEY = base64.b64encode(bytes(range(32))).decode()

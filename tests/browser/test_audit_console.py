@@ -4,11 +4,14 @@ A renewals agent's ordinary days and then one day with thirty times their usual 
 are ingested through the real ingestion service, whose detectors raise a volume alert.
 A security analyst finds it from the navigation, opens it, reads why, dismisses it with
 a reason, follows the actor link and sees the day stand out of the baseline band in the
-activity chart; the same pages on a phone-sized screen do not scroll sideways.
+activity chart; the same pages on a phone-sized screen do not scroll sideways. A
+honeytoken alert shows its ids to security but a neutral marker to an auditor, and a
+honeytoken is retired from its row on the honeytokens page.
 """
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,8 +23,11 @@ from spillguard.audit.ingest import AccessIngestService
 from spillguard.core.keys import KeyRing
 from spillguard.core.roles import Principal
 from spillguard.core.settings import Settings
+from spillguard.customers.honeytokens import HoneytokenService
+from spillguard.customers.services import CustomerImportService
 from tests.browser.conftest import expect_path, log_in
 from tests.browser.test_console_mobile import PHONE, assert_no_sideways_scroll
+from tests.factories.customers import people, to_csv
 from tests.factories.users import UserFactory
 
 fake = Faker("en_GB")
@@ -129,3 +135,71 @@ def test_audit_pages_fit_a_phone(
         assert_no_sideways_scroll(phone)
     finally:
         ctx.close()
+
+
+def stage_honeytokens(db: Session, settings: Settings, keys: KeyRing) -> tuple[list[str], str]:
+    """A customer list, two honeytokens, and a CRM export by an agent that touched a real
+    customer and the second honeytoken: a critical honeytoken alert."""
+    system = Principal.system("tests")
+    CustomerImportService(db, system, keys).import_csv(
+        io.BytesIO(to_csv(people(20))), id_column="Customer ID", file_name="customers.csv"
+    )
+    planted = settings.model_copy(update={"honeytoken_email_domain": "honey.example.co.uk"})
+    made = HoneytokenService(db, system, keys, planted).create(2)
+    ids = [r.identity.customer_id for r in made.records]
+    db.commit()
+    actor = f"{fake.first_name()}.{fake.last_name()}@staff.example.co.uk".lower()
+    item = {
+        "id": f"evt-{fake.uuid4()}",
+        "time": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+        "actor": actor,
+        "action": "export",
+        "system": "crm",
+        "record_type": "contract-renewal",
+        "customer_ids": ["C7654321", ids[1]],
+    }
+    AccessIngestService(db, settings, keys, system).ingest("crm", [item], "rest")
+    db.commit()
+    return ids, actor
+
+
+@pytest.mark.browser
+def test_a_honeytoken_is_retired_from_its_row_and_an_auditor_sees_no_ids(
+    browser, live_server, users: UserFactory, db: Session, settings: Settings, keys: KeyRing
+) -> None:
+    ids, actor = stage_honeytokens(db, settings, keys)
+    for role in ("security", "auditor"):
+        ctx = browser.new_context(base_url=live_server.url)
+        ctx.set_default_timeout(10_000)
+        try:
+            page = ctx.new_page()
+            log_in(page, users.create(role).email)
+            expect(page.get_by_role("heading", name="System status")).to_be_visible()
+            page.goto("/audit/alerts")
+            page.get_by_test_id("alert-row").filter(has_text=actor).get_by_role("link").click()
+            expect(page.get_by_test_id("alert-severity")).to_have_text("critical")
+            page.get_by_text("All evidence").click()
+            evidence = page.get_by_test_id("evidence")
+            rows = page.get_by_test_id("evidence-row")
+            rows.first.locator("summary").click()
+            if role == "auditor":
+                expect(evidence).to_contain_text("honeytoken customer")
+                expect(rows.first).to_contain_text("C7654321, honeytoken customer")
+                for token in ids:
+                    expect(page.locator("body")).not_to_contain_text(token)
+                continue
+            expect(evidence).to_contain_text(ids[1])
+            expect(rows.first).to_contain_text(ids[1])
+
+            page.goto("/audit/honeytokens")
+            row = page.get_by_test_id("honeytoken-row").filter(has_text=ids[0])
+            expect(row.get_by_test_id("honeytoken-status")).to_have_text("active")
+            row.get_by_role("button", name="Retire").click()
+            expect(page.get_by_role("status")).to_contain_text("Honeytoken retired")
+            row = page.get_by_test_id("honeytoken-row").filter(has_text=ids[0])
+            expect(row.get_by_test_id("honeytoken-status")).to_have_text("retired")
+            expect(row.get_by_role("button", name="Retire")).to_have_count(0)
+            other = page.get_by_test_id("honeytoken-row").filter(has_text=ids[1])
+            expect(other.get_by_role("button", name="Retire")).to_have_count(1)
+        finally:
+            ctx.close()

@@ -594,3 +594,79 @@ def test_honeytokens_page_is_for_security_and_dpo_only(
     token = csrf_from(console.get("/account").text)
     refused = console.post("/audit/honeytokens/export", data={"csrf_token": token})
     assert refused.status_code == 403
+
+
+def test_a_honeytoken_is_retired_from_its_row_and_shown_as_retired(
+    console: TestClient, users: UserFactory, db: Session, keys: KeyRing
+) -> None:
+    import_customer_list(db, keys)
+    logged_in(console, users, "dpo")
+    token = csrf_from(console.get("/audit/honeytokens").text)
+    form = {"count": "2", "email_domain": "honey.example.co.uk", "csrf_token": token}
+    assert console.post("/audit/honeytokens", data=form).status_code == 200
+    listing = console.get("/audit/honeytokens").text
+    ids = re.findall(r'name="customer_id" value="([^"]+)"', listing)
+    assert len(ids) == 2  # a Retire button on each active row
+
+    assert (
+        console.post("/audit/honeytokens/retire", data={"customer_id": ids[0]}).status_code == 403
+    )
+    done = console.post(
+        "/audit/honeytokens/retire",
+        data={"customer_id": ids[0], "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303 and done.headers["location"].endswith("done=retired")
+    page = console.get(done.headers["location"]).text
+    assert "Honeytoken retired" in page
+    statuses = dict(
+        re.findall(r"<code>([^<]+)</code>.*?data-testid=\"honeytoken-status\">(\w+)<", page, re.S)
+    )
+    assert statuses == {ids[0]: "retired", ids[1]: "active"}
+    assert re.findall(r'name="customer_id" value="([^"]+)"', page) == [ids[1]]
+
+    unknown = console.post(
+        "/audit/honeytokens/retire", data={"customer_id": "C0000001", "csrf_token": token}
+    )
+    assert unknown.status_code == 404 and "not a honeytoken customer" in unknown.text
+    db.rollback()
+    retired = db.scalars(
+        select(AuditEvent).where(AuditEvent.action == "customers:honeytokens:retired")
+    ).all()
+    assert len(retired) == 1 and retired[0].details["retired"] == 1
+
+    console.cookies.clear()
+    logged_in(console, users, "auditor")
+    token = csrf_from(console.get("/account").text)
+    refused = console.post(
+        "/audit/honeytokens/retire", data={"customer_id": ids[1], "csrf_token": token}
+    )
+    assert refused.status_code == 403
+
+
+def test_the_chart_line_is_the_volume_detectors_threshold_not_the_band(
+    console: TestClient, users: UserFactory, db: Session, settings: Settings, keys: KeyRing
+) -> None:
+    # Twelve days of 30: the band's top is 110, but the detector alerts at 200 (its floor).
+    today = datetime.now(UTC).replace(hour=11, minute=0, second=0, microsecond=0)
+    if today > utcnow():
+        today -= timedelta(days=1)
+    quiet, loud = actor_name(), actor_name()
+    for actor, records in ((quiet, 150), (loud, 200)):
+        history = [
+            access_item(actor, today - timedelta(days=d), customer_ids=customer_refs(30))
+            for d in range(12, 0, -1)
+        ]
+        ingest(db, settings, keys, history)
+        ingest(db, settings, keys, [access_item(actor, today, customer_ids=customer_refs(records))])
+    alerted = {a.actor for a in db.scalars(select(Alert).where(Alert.detector == "volume"))}
+    assert alerted == {loud}
+    logged_in(console, users, "auditor")
+    for actor, over in ((quiet, False), (loud, True)):
+        text = console.get(f"/audit/actors/{actor}").text
+        svg = text.split('data-testid="activity-chart"', 1)[1].split("</svg>", 1)[0]
+        last = re.findall(r'data-day="[\d-]+" data-records="(\d+)"( data-over="yes")?', svg)[-1]
+        assert (last[1] == ' data-over="yes"') is over, actor
+        assert "threshold 200" in svg.rsplit("<title>", 1)[1]
+    activity = console.get(f"/api/v1/actors/{quiet}/activity", headers=users.auth("auditor")).json()
+    assert activity["days"][-1]["threshold"] == 200 and activity["days"][-1]["records"] == 150

@@ -35,6 +35,7 @@ from tests.factories.customers import people, to_csv
 from tests.factories.users import UserFactory
 from tests.functional.live import one_line_error, run_spillguard
 from tests.functional.test_api_errors import assert_clean_problem
+from tests.functional.test_console import HTML, logged_in
 from tests.functional.test_mail_filter import Sink, build, send, start_filter
 
 DOMAIN = "customers.corp.example"
@@ -581,3 +582,238 @@ def test_the_cli_creates_lists_and_exports_with_one_line_errors(
         assert words in message
     with make_session_factory(engine)() as session:
         assert session.scalar(select(func.count()).select_from(HoneytokenCustomer)) == 3
+
+
+# --- who may know which customers are honeytokens ----------------------------------------
+
+MARKER = "honeytoken customer"
+
+
+def touch(
+    client: TestClient, headers: dict[str, str], actor: str, event_id: str, refs: list[str]
+) -> None:
+    """One ingested CRM export by ``actor`` of these customer ids."""
+    when = datetime.now(UTC) - timedelta(hours=1)
+    item = {
+        "id": event_id,
+        "time": when.isoformat(),
+        "actor": actor,
+        "action": "export",
+        "system": "crm",
+        "record_type": "contract-renewal",
+        "customer_ids": refs,
+    }
+    answer = client.post(
+        "/api/v1/access-events", json={"source": "crm", "events": [item]}, headers=headers
+    )
+    assert answer.status_code == 200 and answer.json()["accepted"] == 1, answer.text
+
+
+def test_auditors_see_honeytoken_alerts_without_learning_which_customers_are_traps(
+    client: TestClient,
+    security: dict[str, str],
+    directory: list[Any],
+    users: UserFactory,
+    db: Session,
+    keys: KeyRing,
+) -> None:
+    ids = create(client, security, count=3)["customer_ids"]
+    real = directory[0].customer_id
+    actor = "j.bloggs@corp.example"
+    touch(client, ingest_headers(users, db, keys), actor, "crm-1", [real, ids[0], ids[1]])
+    [stored] = honeytoken_alerts(db)
+    auditor, dpo = users.auth("auditor"), users.auth("dpo")
+
+    # Managers (security, dpo) see the ids.
+    for headers in (security, dpo):
+        [seen] = client.get("/api/v1/alerts", headers=headers).json()["items"]
+        assert seen["evidence"]["honeytokens"] == sorted(ids[:2])
+        assert seen["evidence"]["honeytoken_count"] == 2
+        detail = client.get(f"/api/v1/alerts/{stored.id}", headers=headers).json()
+        assert detail["events"]["items"][0]["customer_ids"] == sorted([real, *ids[:2]])
+
+    # The auditor sees the alert whole, but a marker where the ids were.
+    listed = client.get("/api/v1/alerts", headers=auditor)
+    assert listed.status_code == 200, listed.text
+    [seen] = listed.json()["items"]
+    assert (seen["id"], seen["detector"], seen["actor"], seen["channel"], seen["severity"]) == (
+        stored.id,
+        "honeytoken",
+        actor,
+        "access-log",
+        "critical",
+    )
+    assert seen["first_seen_at"] and seen["title"] == stored.title
+    evidence = seen["evidence"]
+    assert evidence["honeytokens"] == [MARKER] and "honeytoken_count" not in evidence
+    assert evidence["events"][0]["honeytokens"] == [MARKER]
+    assert evidence["events"][0]["source_event_id"] == "crm-1"
+    assert evidence["why"].startswith("honeytoken customers exist only")
+    detail = client.get(f"/api/v1/alerts/{stored.id}", headers=auditor).json()
+    event = detail["events"]["items"][0]
+    assert event["customers"] == 3 and event["customer_ids"] == [real, MARKER]
+    activity = client.get(f"/api/v1/actors/{actor}/activity", headers=auditor).json()
+    assert activity["alerts"][0]["evidence"]["honeytokens"] == [MARKER]
+    for blob in (listed.json(), detail, activity):
+        assert not any(i in json.dumps(blob) for i in ids), "a honeytoken id reached an auditor"
+    # The stored alert is untouched by what was shown.
+    db.expire_all()
+    assert db.get(Alert, stored.id).evidence["honeytokens"] == sorted(ids[:2])  # type: ignore[union-attr]
+
+    # The console: the alert page and the audit browser (the access event's details).
+    client.headers.update(HTML)
+    logged_in(client, users, "auditor")
+    page = client.get(f"/audit/alerts/{stored.id}")
+    assert page.status_code == 200 and MARKER in page.text and real in page.text
+    assert not any(i in page.text for i in ids)
+    trail = client.get("/audit", params={"action": "audit:access"})
+    assert trail.status_code == 200 and real in trail.text and MARKER in trail.text
+    assert not any(i in trail.text for i in ids)
+    client.cookies.clear()
+    logged_in(client, users, "security")
+    page = client.get(f"/audit/alerts/{stored.id}")
+    assert all(i in page.text for i in ids[:2])
+
+
+# --- retirement -----------------------------------------------------------------------------
+
+
+def test_a_retired_honeytoken_stops_alerting_and_matching_but_its_alerts_stay(
+    client: TestClient,
+    security: dict[str, str],
+    directory: list[Any],
+    users: UserFactory,
+    db: Session,
+    keys: KeyRing,
+) -> None:
+    ids = create(client, security, count=3)["customer_ids"]
+    rows = {r["Customer ID"]: r for r in export(client, security)}
+    ingest = ingest_headers(users, db, keys)
+    touch(client, ingest, "early@corp.example", "crm-1", [ids[0]])
+    [before] = honeytoken_alerts(db)
+
+    retired = client.post(f"{URL}/retire", json={"customer_ids": [ids[0]]}, headers=security)
+    assert retired.status_code == 200, retired.text
+    assert retired.json() == {"retired": [ids[0]], "already_retired": []}
+    again = client.post(f"{URL}/retire", json={"customer_ids": [ids[0]]}, headers=security)
+    assert again.json() == {"retired": [], "already_retired": [ids[0]]}  # idempotent
+
+    listed = {
+        r["customer_id"]: r["status"] for r in client.get(URL, headers=security).json()["items"]
+    }
+    assert listed == {ids[0]: "retired", ids[1]: "active", ids[2]: "active"}
+    assert sorted(r["Customer ID"] for r in export(client, security)) == sorted(ids[1:])
+
+    # No new alert from it: not from an access log ...
+    touch(client, ingest, "later@corp.example", "crm-2", [ids[0]])
+    assert [a.id for a in honeytoken_alerts(db)] == [before.id]
+    # ... nor from its values in a document: it is out of exact data match.
+    token = rows[ids[0]]
+    text = f"{token['First Name']} {token['Last Name']}, mobile {token['Phone']}\n"
+    report = client.post(
+        "/api/v1/inspections", files={"file": ("r.txt", text.encode())}, headers=security
+    )
+    assert report.status_code == 200, report.text
+    assert report.json()["customer_ids"] == [] and report.json()["primary_only_ids"] == []
+    assert [a.id for a in honeytoken_alerts(db)] == [before.id]
+    # An active one still alerts.
+    touch(client, ingest, "later@corp.example", "crm-3", [ids[1]])
+    assert len(honeytoken_alerts(db)) == 2
+
+    # Its past alert stays readable, naming it.
+    kept = client.get(f"/api/v1/alerts/{before.id}", headers=security)
+    assert kept.status_code == 200 and kept.json()["alert"]["evidence"]["honeytokens"] == [ids[0]]
+
+    # Audited, with counts only.
+    db.expire_all()
+    events = list(
+        db.scalars(select(AuditEvent).where(AuditEvent.action == "customers:honeytokens:retired"))
+    )
+    assert [e.details for e in events] == [
+        {"requested": 1, "retired": 1, "already_retired": 0},
+        {"requested": 1, "retired": 0, "already_retired": 1},
+    ]
+    assert not any(i in json.dumps([e.details for e in events]) for i in ids)
+
+
+def test_retiring_an_unknown_id_refuses_the_whole_request(
+    client: TestClient, security: dict[str, str], directory: list[Any], users: UserFactory
+) -> None:
+    ids = create(client, security, count=2)["customer_ids"]
+    real = directory[0].customer_id
+    for body, status, words in [
+        ({"customer_ids": [ids[0], real]}, 404, "not a honeytoken customer"),
+        ({"customer_ids": ["C0000000"]}, 404, "not a honeytoken customer"),
+        ({"customer_ids": []}, 422, None),
+        ({"customer_ids": [""]}, 422, None),
+        ({"ids": [ids[0]]}, 422, None),
+    ]:
+        problem = assert_clean_problem(
+            client.post(f"{URL}/retire", json=body, headers=security), status
+        )
+        if words:
+            assert words in problem["detail"]
+    # All or nothing: the honeytoken named with the real customer was not retired.
+    listed = client.get(URL, headers=security).json()["items"]
+    assert {r["status"] for r in listed} == {"active"}
+    for role in ("auditor", "helpdesk"):
+        refused = client.post(
+            f"{URL}/retire", json={"customer_ids": [ids[0]]}, headers=users.auth(role)
+        )
+        assert_clean_problem(refused, 403)
+
+
+def test_the_cli_retires_and_lists_retired_ones_with_one_line_errors(
+    env: dict[str, str], engine: Engine, tmp_path: Path
+) -> None:
+    env = {**env, "SPILLGUARD_HONEYTOKEN_EMAIL_DOMAIN": DOMAIN}
+    customers = tmp_path / "customers.csv"
+    customers.write_bytes(to_csv(DIRECTORY[:30]))
+    assert run_spillguard(["customers", "import", str(customers)], env).returncode == 0
+    planted = tmp_path / "planted.csv"
+    made = run_spillguard(
+        ["customers", "honeytokens", "create", "2", "--export", str(planted)], env
+    )
+    assert made.returncode == 0, made.stderr
+    with planted.open() as handle:
+        ids = [r["Customer ID"] for r in csv.DictReader(handle)]
+
+    retired = run_spillguard(["customers", "honeytokens", "retire", ids[0]], env)
+    assert retired.returncode == 0, retired.stderr
+    assert "retired 1 honeytoken customers" in retired.stdout
+    again = run_spillguard(["customers", "honeytokens", "retire", ids[0], ids[1]], env)
+    assert again.returncode == 0, again.stderr
+    assert "retired 1 honeytoken customers; 1 already retired" in again.stdout
+    listed = run_spillguard(["customers", "honeytokens", "list"], env)
+    assert listed.stdout.count("retired") == 2
+
+    message = one_line_error(
+        run_spillguard(["customers", "honeytokens", "retire", DIRECTORY[0].customer_id], env)
+    )
+    assert "1 of the ids is not a honeytoken customer" in message
+    missing = run_spillguard(["customers", "honeytokens", "retire"], env)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    with make_session_factory(engine)() as session:
+        retired_at = list(session.scalars(select(HoneytokenCustomer.retired_at)))
+    assert len(retired_at) == 2 and all(r is not None for r in retired_at)
+
+
+def test_a_honeytoken_created_after_a_retirement_is_matched_at_once(
+    client: TestClient, security: dict[str, str], directory: list[Any], db: Session
+) -> None:
+    # Retire one and create one: the directory has as many active customers as before,
+    # yet the cached EDM index (built by the first inspection) must not be reused.
+    first = create(client, security, count=2)["customer_ids"]
+    scan = client.post(
+        "/api/v1/inspections", files={"file": ("a.txt", b"nothing here")}, headers=security
+    )
+    assert scan.status_code == 200, scan.text
+    client.post(f"{URL}/retire", json={"customer_ids": first[:1]}, headers=security)
+    [new] = create(client, security, count=1)["customer_ids"]
+    token = {r["Customer ID"]: r for r in export(client, security)}[new]
+    text = f"{token['First Name']} {token['Last Name']}, mobile {token['Phone']}\n"
+    report = client.post(
+        "/api/v1/inspections", files={"file": ("r.txt", text.encode())}, headers=security
+    )
+    assert report.status_code == 200 and report.json()["customer_ids"] == [new], report.text
+    assert any(new in a.evidence["honeytokens"] for a in honeytoken_alerts(db))

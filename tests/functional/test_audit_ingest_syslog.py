@@ -5,6 +5,7 @@ UDP over the rate is "rate limited"), and the real command started and stopped."
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import signal
 import socket
@@ -226,3 +227,44 @@ def test_the_command_listens_ingests_and_stops_on_sigterm(
     with engine.connect() as conn:
         names = set(conn.scalars(select(AccessSource.name)))
     assert len(names) == 1 and "anything" not in names  # named by HOSTNAME
+
+
+def test_udp_datagrams_dropped_on_a_full_queue_are_stored_as_queue_full_rejects(
+    factory: sessionmaker[Session], engine: Engine, settings: Settings, keys: KeyRing
+) -> None:
+    source = f"flood-{fake.uuid4()[:8]}"
+    customer = f"B{fake.random_number(digits=9, fix_len=True)}"
+    sent = 300
+    with (
+        running(factory, settings, keys, batch_events=1, queue_size=2) as (server, ports),
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+    ):
+        # As fast as the socket takes them: the flusher commits one message at a time
+        # (a database round trip each), so the queue of two overflows.
+        for n in range(sent):
+            sock.sendto(
+                message(source, event(n, customer_ids=[customer])), (LOOPBACK, ports["udp"])
+            )
+        seen = -1
+        while seen != server.stats.messages:  # until the socket is drained
+            seen = server.stats.messages
+            time.sleep(0.3)
+    # After stop: every datagram the server read is an event or a reject, none lost.
+    received = server.stats.messages
+    found = rejects(engine)
+    full = [r for name, r in found if name == source and r.endswith(": queue full")]
+    assert full, "the flood never filled a queue of two"
+    assert len(found) == len(full)  # nothing else was refused
+    assert len(stored(engine)) + len(full) == received
+    assert server.stats.accepted == len(stored(engine))
+    assert server.stats.rejected == len(full)
+    assert all(r.startswith("udp 127.0.0.1:") for r in full)  # where it came from
+    with engine.connect() as conn:
+        counters = conn.execute(
+            select(AccessSource.accepted, AccessSource.rejected).where(AccessSource.name == source)
+        ).one()
+        digests = set(conn.scalars(select(AccessReject.item_digest)))
+    assert tuple(counters) == (len(stored(engine)), len(full))
+    # No payload kept: not the message, not the customer id it named, not its digest.
+    assert customer not in " ".join(r for _, r in found)
+    assert digests == {hashlib.sha256(b"").hexdigest()}

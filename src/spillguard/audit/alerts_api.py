@@ -7,7 +7,9 @@
 - ``PUT /api/v1/staff`` (batch upsert of HR data) and ``GET /api/v1/staff``.
 
 Routes are thin: each calls one service method (``AlertService``, ``StaffService``),
-which checks authorisation first.
+which checks authorisation first. What leaves is shown through the caller's
+:func:`~spillguard.audit.honeytokens.redaction_for`: without ``honeytokens:manage``, a
+honeytoken's id in evidence or an event's customer ids reads "honeytoken customer".
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
 from spillguard.audit.alerts import (
     SEVERITIES,
@@ -25,10 +28,15 @@ from spillguard.audit.alerts import (
     AlertService,
     AlertStatus,
 )
+from spillguard.audit.browse import with_alert_thresholds
+from spillguard.audit.detect import Thresholds
+from spillguard.audit.honeytokens import HoneytokenRedaction, redaction_for
 from spillguard.audit.models import Alert
 from spillguard.audit.staff import StaffImportResult, StaffService
 from spillguard.core.deps import ApiPrincipal, AppSettings, DbSession, IdPath, Keys, Paging
+from spillguard.core.roles import Principal
 from spillguard.core.schemas import Page
+from spillguard.core.settings import Settings
 
 router = APIRouter(prefix="/api/v1", tags=["insider-alerts"])
 staff_router = APIRouter(prefix="/api/v1/staff", tags=["staff"])
@@ -112,7 +120,10 @@ class ActivityDayPublic(BaseModel):
     after_hours: int
     off_duty: int
     baseline: float | None
-    threshold: float | None
+    threshold: float | None = Field(
+        description="Records at which the volume detector alerts that day (None: too little "
+        "history for a baseline)."
+    )
 
 
 class ActivityPublic(BaseModel):
@@ -171,8 +182,16 @@ class StaffMemberPublic(BaseModel):
     updated_at: datetime
 
 
-def _public(alert: Alert) -> AlertPublic:
-    return AlertPublic.model_validate(alert)
+def _public(alert: Alert, shown: HoneytokenRedaction) -> AlertPublic:
+    public = AlertPublic.model_validate(alert)
+    public.evidence = shown.evidence(alert.evidence)
+    return public
+
+
+def _shown(db: Session, principal: Principal, alerts: list[Alert]) -> list[AlertPublic]:
+    """The alerts as this principal may see them (honeytoken ids redacted if need be)."""
+    shown = redaction_for(db, principal, evidence=[a.evidence for a in alerts])
+    return [_public(a, shown) for a in alerts]
 
 
 @router.get("/alerts", response_model=Page[AlertPublic])
@@ -197,7 +216,7 @@ def list_alerts(
         offset=paging.offset,
     )
     return Page(
-        items=[_public(r) for r in rows], total=total, limit=paging.limit, offset=paging.offset
+        items=_shown(db, principal, rows), total=total, limit=paging.limit, offset=paging.offset
     )
 
 
@@ -207,10 +226,21 @@ def get_alert(
 ) -> AlertDetailPublic:
     """An alert with a page of the access events behind it (oldest first)."""
     detail = AlertService(db, principal).get(alert_id, limit=paging.limit, offset=paging.offset)
+    shown = redaction_for(
+        db,
+        principal,
+        evidence=[detail.alert.evidence],
+        refs=[r for e in detail.events for r in e.customer_ids],
+    )
     return AlertDetailPublic(
-        alert=_public(detail.alert),
+        alert=_public(detail.alert, shown),
         events=Page(
-            items=[EvidenceEventPublic.model_validate(e) for e in detail.events],
+            items=[
+                EvidenceEventPublic.model_validate(e).model_copy(
+                    update={"customer_ids": shown.refs(e.customer_ids)}
+                )
+                for e in detail.events
+            ],
             total=detail.events_total,
             limit=paging.limit,
             offset=paging.offset,
@@ -223,7 +253,7 @@ def dismiss_alert(
     alert_id: IdPath, body: DismissIn, db: DbSession, principal: ApiPrincipal
 ) -> AlertPublic:
     """Dismiss an open alert, with the reason."""
-    return _public(AlertService(db, principal).dismiss(alert_id, body.reason))
+    return _shown(db, principal, [AlertService(db, principal).dismiss(alert_id, body.reason)])[0]
 
 
 @router.post(
@@ -244,17 +274,20 @@ def escalate_alert(
     service = AlertService(db, principal, settings, keys)
     incident = service.escalate(alert_id, body.incident_id if body else None)
     alert = service.get(alert_id, limit=1).alert
-    return EscalatedPublic(incident_id=incident.id, alert=_public(alert))
+    return EscalatedPublic(incident_id=incident.id, alert=_shown(db, principal, [alert])[0])
 
 
-def _activity(view: ActorActivity) -> ActivityPublic:
+def _activity(
+    db: Session, principal: Principal, settings: Settings, view: ActorActivity
+) -> ActivityPublic:
+    days = with_alert_thresholds(view.days, Thresholds.from_settings(settings))
     return ActivityPublic(
         actor=view.actor,
         team=view.team,
         job_role=view.job_role,
         leaving_on=view.leaving_on,
-        days=[ActivityDayPublic.model_validate(d) for d in view.days],
-        alerts=[_public(a) for a in view.alerts],
+        days=[ActivityDayPublic.model_validate(d) for d in days],
+        alerts=_shown(db, principal, view.alerts),
     )
 
 
@@ -267,7 +300,8 @@ def actor_activity(
     days: Annotated[int, Query(ge=1, le=366, description="Days up to today")] = 30,
 ) -> ActivityPublic:
     """An actor's daily counters with the band their own baseline allowed each day."""
-    return _activity(AlertService(db, principal, settings).activity(actor, days))
+    view = AlertService(db, principal, settings).activity(actor, days)
+    return _activity(db, principal, settings, view)
 
 
 def _staff_result(result: StaffImportResult) -> StaffResultPublic:

@@ -15,7 +15,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from spillguard.audit.alerts import ActivityDay
 from spillguard.audit.checkpoints import (
     CheckpointError,
     LogKey,
@@ -30,6 +31,7 @@ from spillguard.audit.checkpoints import (
     checkpoint_body,
     origin_for,
 )
+from spillguard.audit.detect import Thresholds
 from spillguard.audit.log import LogCorrupt, get_state, stored_proof, stored_root
 from spillguard.audit.merkle import ProofError, consistency_proof_ranges, verify_consistency
 from spillguard.audit.models import Checkpoint, StaffMember
@@ -478,6 +480,26 @@ class ChartDay(Protocol):
     def threshold(self) -> float | None: ...
 
 
+def volume_alert_threshold(
+    baseline: float | None, band_threshold: float | None, t: Thresholds
+) -> float | None:
+    """The records at which the volume detector alerts on a day, given that day's band
+    (its median ``baseline`` and ``median + k x spread``): the band's threshold, but at
+    least ``volume_min_ratio`` times the baseline and ``volume_min_records`` — the rule of
+    :func:`spillguard.audit.detect.detect_volume`, with its tunables. None without a band
+    (too little history: the detector does not judge that day). Pure."""
+    if band_threshold is None or baseline is None:
+        return None
+    return max(float(band_threshold), baseline * t.volume_min_ratio, float(t.volume_min_records))
+
+
+def with_alert_thresholds(days: Sequence[ActivityDay], t: Thresholds) -> list[ActivityDay]:
+    """The days with ``threshold`` set to the one the volume detector alerts at
+    (:func:`volume_alert_threshold`), so a bar reaching the drawn line is a day that
+    alerted, and one below it a day that did not. Pure."""
+    return [replace(d, threshold=volume_alert_threshold(d.baseline, d.threshold, t)) for d in days]
+
+
 @dataclass(frozen=True)
 class ChartBar:
     """One day's column: the records bar, and the baseline band when there is one."""
@@ -490,7 +512,7 @@ class ChartBar:
     width: float
     y: float
     height: float
-    over: bool  # above the day's threshold
+    over: bool  # at or above the day's threshold: the volume detector alerts
     band_y: float | None  # top of the band (the threshold)
     band_height: float | None  # down to the baseline (median)
     baseline_y: float | None
@@ -516,7 +538,10 @@ def activity_chart(
     days: Sequence[ChartDay], *, width: int = 720, height: int = 240
 ) -> ActivityChart:
     """Lay out records per day as bars over the band from the baseline (median of the
-    actor's own history) to the volume detector's threshold. Pure: no database."""
+    actor's own history) to the threshold each day carries — give the days through
+    :func:`with_alert_thresholds` so that is the volume detector's own. A bar is ``over``
+    when it reaches the threshold (the detector alerts at ``records >= threshold``).
+    Pure: no database."""
     left, top, bottom, right = 48, 12, 28, 8
     plot_w = width - left - right
     plot_h = float(height - top - bottom)
@@ -551,7 +576,7 @@ def activity_chart(
                 width=round(max(slot * 0.7, 1.0), 2),
                 y=round(top + plot_h - bar_h, 2),
                 height=bar_h,
-                over=d.threshold is not None and d.records > d.threshold,
+                over=d.threshold is not None and d.records >= d.threshold,
                 band_y=band_y,
                 band_height=band_h,
                 baseline_y=base_y,

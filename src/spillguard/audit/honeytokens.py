@@ -20,11 +20,19 @@ directory and the CRM; no real work touches them. Three kinds of sighting raise 
 
 Evidence names the honeytoken by its directory id and says where and when; it never holds
 a honeytoken's values (name, address, e-mail, phone). Retired honeytokens do not alert.
+
+Which ids are honeytokens is itself a secret (an insider who knew would leave them alone):
+only ``honeytokens:manage`` may see it. :func:`redaction_for` gives everyone else a
+:class:`HoneytokenRedaction` that shows an alert whole (detector, actor or channel,
+severity, time, explanation) but puts the neutral :data:`HONEYTOKEN_MARKER` where a
+honeytoken's id was — once, after the real ids, so neither its position in a sorted list
+nor a count tells which id it was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,18 +42,24 @@ from sqlalchemy.orm import Session
 from spillguard.audit.models import AccessEvent, AccessEventCustomer, Alert
 from spillguard.core.db import utcnow
 from spillguard.core.keys import KeyRing
+from spillguard.core.roles import Permission, Principal
 from spillguard.customers.edm import FieldHasher
-from spillguard.customers.honeytokens import email_digest
-from spillguard.customers.models import Customer, HoneytokenCustomer
+from spillguard.customers.honeytokens import email_digest, honeytoken_ids
+from spillguard.customers.models import MAX_EXTERNAL_ID, Customer, HoneytokenCustomer
 
 if TYPE_CHECKING:
     from spillguard.inspection.classify import InspectionReport
 
 __all__ = [
     "DETECTOR",
+    "HONEYTOKEN_MARKER",
+    "HoneytokenRedaction",
     "check_access_events",
     "check_mail",
     "check_matched_customers",
+    "redact_evidence",
+    "redact_refs",
+    "redaction_for",
 ]
 
 DETECTOR = "honeytoken"
@@ -346,3 +360,100 @@ def check_mail(
         )
     )
     return alerts
+
+
+# --- who may see which ids are honeytokens ------------------------------------------------
+
+HONEYTOKEN_MARKER = "honeytoken customer"
+"""What a principal without ``honeytokens:manage`` sees instead of a honeytoken's id."""
+HIDDEN_COUNT_KEYS = frozenset({"honeytoken_count"})
+"""Evidence keys left out for them: the number of honeytokens an alert touched."""
+
+
+def redact_refs(refs: Sequence[str], hidden: Collection[str]) -> list[str]:
+    """Customer ids with the ``hidden`` ones taken out and, if there were any, one
+    :data:`HONEYTOKEN_MARKER` after the rest: no position or multiplicity left to tell
+    which id (or how many) it stood for. Pure."""
+    kept = [r for r in refs if r not in hidden]
+    if len(kept) < len(refs):
+        kept.append(HONEYTOKEN_MARKER)
+    return kept
+
+
+def _redact(value: Any, hidden: Collection[str]) -> Any:
+    if isinstance(value, str):
+        return HONEYTOKEN_MARKER if value in hidden else value
+    if isinstance(value, list):
+        if value and all(isinstance(v, str) for v in value):
+            return redact_refs(value, hidden)
+        return [_redact(v, hidden) for v in value]
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key in HIDDEN_COUNT_KEYS:
+                continue
+            shown = HONEYTOKEN_MARKER if key in hidden else key
+            if shown not in out:  # several honeytokens collapse into one marker key
+                out[shown] = _redact(item, hidden)
+        return out
+    return value
+
+
+def redact_evidence(evidence: Mapping[str, Any], hidden: Collection[str]) -> dict[str, Any]:
+    """An alert's evidence as a principal who may not know the honeytokens sees it: every
+    ``hidden`` id (in a list, as a value or as a key, at any depth) becomes the marker,
+    lists keep one marker after their real ids, and the honeytoken count is left out.
+    Everything else (the explanation, times, actor, system, figures) is unchanged. Pure."""
+    return dict(_redact(dict(evidence), hidden))
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _strings(item)
+
+
+@dataclass(frozen=True)
+class HoneytokenRedaction:
+    """What one principal may see of honeytoken identities in alerts and evidence.
+
+    ``restricted`` is False for ``honeytokens:manage`` (everything shown as stored);
+    otherwise ``hidden`` holds the honeytoken ids (retired ones too) among what is about
+    to be shown."""
+
+    restricted: bool
+    hidden: frozenset[str] = frozenset()
+
+    def evidence(self, evidence: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The evidence to show (a copy; the stored alert is not touched)."""
+        if not self.restricted:
+            return dict(evidence or {})
+        return redact_evidence(evidence or {}, self.hidden)
+
+    def refs(self, refs: Sequence[str]) -> list[str]:
+        """Customer ids to show."""
+        return redact_refs(refs, self.hidden) if self.restricted else list(refs)
+
+
+def redaction_for(
+    session: Session,
+    principal: Principal,
+    *,
+    evidence: Iterable[Mapping[str, Any] | None] = (),
+    refs: Iterable[str] = (),
+) -> HoneytokenRedaction:
+    """The redaction for ``principal`` over what is about to be shown: alerts' evidence
+    and customer ids. One query (per 500 candidate strings) for a restricted principal,
+    none for a honeytoken manager."""
+    if principal.can(Permission.HONEYTOKENS_MANAGE):
+        return HoneytokenRedaction(restricted=False)
+    candidates = {s for e in evidence for s in _strings(dict(e or {}))} | set(refs)
+    candidates = {s for s in candidates if 0 < len(s) <= MAX_EXTERNAL_ID}
+    found = honeytoken_ids(session, candidates) if candidates else set()
+    return HoneytokenRedaction(restricted=True, hidden=frozenset(found))

@@ -1,6 +1,7 @@
 """Honeytoken REST API (``/api/v1/honeytokens``): create honeytoken customers, list them
-(ids, batch, created, status: never values) and export them as CSV for the CRM (values;
-audited). Every route needs ``honeytokens:manage``."""
+(ids, batch, created, status: never values), export them as CSV for the CRM (values;
+audited) and retire them (``POST /api/v1/honeytokens/retire``). Every route needs
+``honeytokens:manage``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from spillguard.core.schemas import Page
 from spillguard.customers.honeytokens import (
     CSV_HEADERS,
     MAX_CREATE,
+    MAX_RETIRE,
     HoneytokenService,
     HoneytokenSummary,
 )
@@ -56,6 +58,23 @@ class HoneytokensCreated(BaseModel):
     phone_range: str
     drama_phone_range: bool
     customer_ids: list[str]
+
+
+class HoneytokenRetire(BaseModel):
+    """The honeytoken customer ids to retire."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        min_length=1, max_length=MAX_RETIRE
+    )
+
+
+class HoneytokensRetired(BaseModel):
+    """What a retire did: ids newly retired, and those that were retired already."""
+
+    retired: list[str]
+    already_retired: list[str]
 
 
 def honeytoken_public(row: HoneytokenSummary) -> HoneytokenPublic:
@@ -143,3 +162,17 @@ def export_honeytokens(
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="honeytokens.csv"'},
     )
+
+
+@router.post("/retire", response_model=HoneytokensRetired)
+def retire_honeytokens(
+    body: HoneytokenRetire,
+    db: DbSession,
+    principal: ApiPrincipal,
+    keys: Keys,
+    settings: AppSettings,
+) -> HoneytokensRetired:
+    """Retire honeytokens: no new alerts, out of exact data match, past alerts kept.
+    Idempotent; an id that is not a honeytoken refuses the whole request (404)."""
+    result = HoneytokenService(db, principal, keys, settings).retire(body.customer_ids)
+    return HoneytokensRetired(retired=result.retired, already_retired=result.already_retired)

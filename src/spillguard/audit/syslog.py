@@ -6,7 +6,10 @@ An event is either the MSG part as JSON in the ingestion wire format, or an SD-E
 docs/audit.md). Messages are committed in small batches (at most 500 events or 1 second).
 
 Refusals are counted, never silent: a message that is not RFC 5424, a TCP connection with
-invalid framing (also closed), a UDP datagram over the source's rate ("rate limited").
+invalid framing (also closed), a UDP datagram over the source's rate ("rate limited"), a
+UDP datagram that arrived while the queue of messages waiting to be committed was full
+("queue full": UDP has no back-pressure, so it is dropped, but stored as a reject of its
+source like the others, without its bytes).
 Over TCP a source over its rate is simply not read for a while, so TCP flow control slows
 the sender down.
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -47,6 +50,7 @@ ACCESS_SD_ID = "access@32473"
 MAX_MESSAGE_BYTES = 1024 * 1024
 BATCH_EVENTS = 500
 BATCH_SECONDS = 1.0
+QUEUE_FULL = "queue full"
 NIL = "-"
 UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -261,6 +265,7 @@ class SyslogServer:
         source_from: str = "app-name",
         batch_events: int = BATCH_EVENTS,
         batch_seconds: float = BATCH_SECONDS,
+        queue_size: int | None = None,
     ) -> None:
         if source_from not in {"app-name", "hostname"}:
             raise ValueError("source_from is app-name or hostname")
@@ -271,7 +276,13 @@ class SyslogServer:
         self.source_from = source_from
         self.batch_events = batch_events
         self.batch_seconds = batch_seconds
+        self.queue_size = queue_size if queue_size is not None else batch_events * 4
+        if self.queue_size < 1:
+            raise ValueError("queue_size is at least 1")
         self.stats = SyslogStats()
+        # Datagrams dropped on a full queue since the last commit: (source, position).
+        # Swapped out by the flusher (on the event loop, so no lock) and stored as rejects.
+        self._dropped: list[tuple[str | None, str]] = []
         self._queue: asyncio.Queue[_Pending] | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._transports: list[asyncio.BaseTransport] = []
@@ -285,7 +296,7 @@ class SyslogServer:
         self, tcp: tuple[str, int] | None = None, udp: tuple[str, int] | None = None
     ) -> list[tuple[str, str, int]]:
         """Bind and start serving; return ``(protocol, host, port)`` of each listener."""
-        self._queue = asyncio.Queue(maxsize=self.batch_events * 4)
+        self._queue = asyncio.Queue(maxsize=self.queue_size)
         self._flusher = asyncio.create_task(self._flush_loop())
         bound: list[tuple[str, str, int]] = []
         loop = asyncio.get_running_loop()
@@ -424,9 +435,13 @@ class SyslogServer:
         try:
             self._queue.put_nowait(pending)
         except asyncio.QueueFull:
-            # Visible, not silent: counted as a refusal of that source.
-            self.stats.rejected += 1
-            self.stats.errors.append(f"{pending.position}: server busy, datagram dropped")
+            # UDP cannot push back: the datagram is dropped, but kept as a reject of its
+            # source (stored with the next batch), never silently lost.
+            self._dropped.append((pending.source, pending.position))
+
+    def _take_dropped(self) -> list[tuple[str | None, str]]:
+        dropped, self._dropped = self._dropped, []
+        return dropped
 
     # -- committing --
 
@@ -444,7 +459,7 @@ class SyslogServer:
                     batch.append(await asyncio.wait_for(self._queue.get(), timeout))
                 except TimeoutError:
                     break
-            await asyncio.to_thread(self._commit, batch)
+            await asyncio.to_thread(self._commit, batch, self._take_dropped())
 
     async def _flush_remaining(self) -> None:
         if self._queue is None:
@@ -452,17 +467,26 @@ class SyslogServer:
         batch: list[_Pending] = []
         while not self._queue.empty():
             batch.append(self._queue.get_nowait())
-        if batch:
-            await asyncio.to_thread(self._commit, batch)
+        dropped = self._take_dropped()
+        if batch or dropped:
+            await asyncio.to_thread(self._commit, batch, dropped)
 
-    def _commit(self, batch: list[_Pending]) -> None:
-        """Ingest one batch (grouped by source) and commit it."""
+    def _commit(
+        self, batch: list[_Pending], dropped: Sequence[tuple[str | None, str]] = ()
+    ) -> None:
+        """Ingest one batch (grouped by source) and commit it, with the rejects of the
+        datagrams dropped on a full queue since the last commit."""
         by_source: dict[str | None, list[_Pending]] = {}
         for pending in batch:
             by_source.setdefault(pending.source, []).append(pending)
+        full: dict[str | None, list[tuple[str, str, Any]]] = {}
+        for source, position in dropped:
+            full.setdefault(source, []).append((position, QUEUE_FULL, b""))
         try:
             with transaction(self.factory) as session:
                 service = AccessIngestService(session, self.settings, self.keys, self.principal)
+                for source, rejects in full.items():
+                    service.record_rejects(source, rejects, Channel.SYSLOG)
                 results = []
                 for source, items in by_source.items():
                     if source is None:
@@ -485,9 +509,18 @@ class SyslogServer:
         except Exception as exc:
             # The server keeps running; the batch was never acknowledged (syslog has no
             # acknowledgement), so it is reported as lost, loudly.
-            log.error("syslog_batch_failed", messages=len(batch), error=type(exc).__name__)
-            self.stats.errors.append(f"a batch of {len(batch)} messages failed: {exc}")
+            log.error(
+                "syslog_batch_failed",
+                messages=len(batch),
+                dropped=len(dropped),
+                error=type(exc).__name__,
+            )
+            self.stats.errors.append(
+                f"a batch of {len(batch)} messages ({len(dropped)} dropped on a full queue) "
+                f"failed: {exc}"
+            )
             return
+        self.stats.rejected += len(dropped)
         for result in results:
             self.stats.accepted += result.accepted
             self.stats.duplicates += result.duplicates

@@ -8,7 +8,8 @@
 - ``/audit/alerts``, ``/audit/alerts/{id}``: the insider-risk alert queue and triage.
 - ``/audit/actors/{actor}``: one person's daily activity against their baseline.
 - ``/audit/honeytokens``: honeytoken customers: list (ids only), create N, export as CSV
-  for loading into the CRM (``customers.honeytokens.HoneytokenService`` audits each).
+  for loading into the CRM, retire one (``customers.honeytokens.HoneytokenService``
+  audits each).
 - ``GET /api/v1/audit-events/export``: the export's API twin.
 
 Pages parse the input, call one service and render; each service checks the permission.
@@ -17,6 +18,7 @@ Every form carries the CSRF token (``Csrf``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -36,7 +38,10 @@ from spillguard.audit.browse import (
     evidence_view,
     honeytokens_csv,
     shown_details,
+    with_alert_thresholds,
 )
+from spillguard.audit.detect import Thresholds
+from spillguard.audit.honeytokens import redaction_for
 from spillguard.audit.ingest import AccessEventFilter, AccessLogService
 from spillguard.console.render import render
 from spillguard.core.audit import AuditFilter
@@ -50,7 +55,7 @@ from spillguard.core.deps import (
     IdPath,
     Keys,
 )
-from spillguard.core.errors import PROBLEM_RESPONSES, Conflict, InvalidInput
+from spillguard.core.errors import PROBLEM_RESPONSES, Conflict, InvalidInput, NotFound
 from spillguard.core.keys import KeyRing
 from spillguard.core.roles import Permission, Principal
 from spillguard.core.settings import Settings
@@ -66,6 +71,8 @@ RECENT_EVENTS = 50
 MESSAGES = {
     "dismissed": "Alert dismissed; the reason is kept with it and in the audit trail.",
     "created": "Honeytoken customers created. Export them for loading into the CRM.",
+    "retired": "Honeytoken retired: it raises no new alerts and is out of exact data match; "
+    "its past alerts stay.",
 }
 
 ActionQuery = Annotated[str, Query(max_length=100)]
@@ -168,9 +175,11 @@ def audit_page(
     svc = AuditBrowseService(db, remember(request, principal), keys, settings)
     flt, filters = _filters(action, actor, object_type, object_id, outcome, since, until)
     rows, total = svc.list_events(flt, limit=PAGE_SIZE, offset=offset)
+    # Ingested access events name customer ids: honeytokens among them only for managers.
+    shown = redaction_for(db, principal, evidence=[e.details for e in rows])
     query = urlencode({k: v for k, v in filters.items() if v})
     ctx: dict[str, Any] = {
-        "events": [(e, shown_details(e.details)) for e in rows],
+        "events": [(e, shown_details(shown.evidence(e.details))) for e in rows],
         "total": total,
         "limit": PAGE_SIZE,
         "offset": offset,
@@ -358,10 +367,16 @@ def _alert_context(
     detail = _alerts(db, principal, settings, keys).get(alert_id, limit=PAGE_SIZE, offset=offset)
     alert = detail.alert
     can_triage = principal.can(Permission.ALERTS_TRIAGE)
+    shown = redaction_for(
+        db,
+        principal,
+        evidence=[alert.evidence],
+        refs=[r for e in detail.events for r in e.customer_ids],
+    )
     return {
         "alert": alert,
-        "evidence": evidence_view(alert.evidence or {}),
-        "events": detail.events,
+        "evidence": evidence_view(shown.evidence(alert.evidence)),
+        "events": [replace(e, customer_ids=shown.refs(e.customer_ids)) for e in detail.events],
         "total": detail.events_total,
         "limit": PAGE_SIZE,
         "offset": offset,
@@ -469,6 +484,10 @@ def actor_page(
 ) -> Response:
     remember(request, principal)
     activity = _alerts(db, principal, settings, keys).activity(actor, days)
+    # The line drawn is the volume detector's own threshold: a bar reaching it alerted.
+    activity = replace(
+        activity, days=with_alert_thresholds(activity.days, Thresholds.from_settings(settings))
+    )
     recent, _ = AccessLogService(db, principal).events(
         AccessEventFilter(actor=actor), limit=RECENT_EVENTS, offset=0
     )
@@ -547,6 +566,29 @@ def honeytokens_create(
             request, "audit/honeytokens.html", ctx, principal=principal, status_code=exc.status
         )
     return RedirectResponse("/audit/honeytokens?done=created", status_code=303)
+
+
+@console.post("/audit/honeytokens/retire", dependencies=[Csrf])
+def honeytokens_retire(
+    request: Request,
+    db: DbSession,
+    keys: Keys,
+    settings: AppSettings,
+    principal: ConsolePrincipal,
+    customer_id: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Retire one honeytoken (the row's button); idempotent."""
+    svc = HoneytokenService(db, remember(request, principal), keys, settings)
+    try:
+        svc.retire([customer_id])
+    except (InvalidInput, NotFound) as exc:
+        db.rollback()
+        ctx = _honeytokens_context(db, keys, settings, principal, 0)
+        ctx["error"] = exc.detail
+        return render(
+            request, "audit/honeytokens.html", ctx, principal=principal, status_code=exc.status
+        )
+    return RedirectResponse("/audit/honeytokens?done=retired", status_code=303)
 
 
 @console.post("/audit/honeytokens/export", dependencies=[Csrf])

@@ -1,5 +1,5 @@
 """`spillguard customers honeytokens`: create honeytoken customers, list them, export them
-for loading into the CRM (docs/audit.md "Honeytokens")."""
+for loading into the CRM, retire them (docs/audit.md "Honeytokens")."""
 
 from __future__ import annotations
 
@@ -157,3 +157,25 @@ def export_(
             "--phone-range used when they were created",
             highlight=False,
         )
+
+
+@app.command("retire")
+@one_line_errors
+def retire(
+    customer_ids: Annotated[
+        list[str], typer.Argument(help="Honeytoken customer ids to retire.", show_default=False)
+    ],
+) -> None:
+    """Retire honeytokens: no new alerts from them, out of exact data match; their past
+    alerts stay. Retiring one again changes nothing; an id that is not a honeytoken
+    refuses the whole command (audited)."""
+    ctx = open_context()
+    with ctx.session() as session:
+        result = HoneytokenService(session, cli_principal(), ctx.keys, ctx.settings).retire(
+            customer_ids
+        )
+    out.print(
+        f"retired {len(result.retired):,} honeytoken customers"
+        + (f"; {len(result.already_retired):,} already retired" if result.already_retired else ""),
+        highlight=False,
+    )

@@ -9,8 +9,15 @@ is a critical alert (:mod:`spillguard.audit.honeytokens` raises them).
 
 This module is the directory side: generating believable identities that collide with
 nobody (:func:`derive_identity`, :func:`parse_phone_range`, :func:`infer_id_format`),
-and :class:`HoneytokenService` — create, list (ids only) and export (values, for loading
-into the CRM), each needing ``honeytokens:manage`` and each recorded in the audit trail.
+and :class:`HoneytokenService` — create, list (ids only), export (values, for loading
+into the CRM) and retire, each needing ``honeytokens:manage`` and each recorded in the
+audit trail.
+
+Retiring a honeytoken (it was found out, or the CRM dropped it) stops it alerting and
+takes it out of exact data match: its marker gets ``retired_at``, its keyed hashes are
+deleted and its directory entry is marked removed, which changes the directory's
+generation so every cached EDM index is rebuilt without it. The marker row, and so its
+past alerts and the knowledge that it was a honeytoken, stay.
 
 Values are derived, not random: each honeytoken's phone number and date of birth come
 from an HMAC of its customer id under a key derived from the master key, so an export
@@ -35,12 +42,12 @@ from typing import Any
 
 import phonenumbers
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from spillguard.core.audit import record_event
 from spillguard.core.db import utcnow
-from spillguard.core.errors import InvalidInput
+from spillguard.core.errors import InvalidInput, NotFound
 from spillguard.core.keys import KeyRing
 from spillguard.core.models import AuditEvent
 from spillguard.core.roles import Permission, Principal
@@ -62,11 +69,13 @@ __all__ = [
     "CSV_HEADERS",
     "HoneytokenAuditAction",
     "HoneytokenIdentity",
+    "HoneytokenNotFound",
     "HoneytokenRecord",
     "HoneytokenService",
     "HoneytokenSummary",
     "IdFormat",
     "PhoneRange",
+    "RetireResult",
     "derive_identity",
     "email_digest",
     "honeytoken_ids",
@@ -79,6 +88,8 @@ MAX_CREATE = 1000
 MAX_ATTEMPTS = 64
 """Draws per honeytoken before giving up (a phone range too small or too full)."""
 MAX_BATCH = 100
+MAX_RETIRE = 1000
+"""Honeytokens per retire call."""
 SEED_PURPOSE = "spillguard/v1/honeytoken-seed"
 DEFAULT_PHONE_RANGE = "07700900000-07700900999"
 DEFAULT_ID_FORMAT = ("C", 7)
@@ -109,6 +120,14 @@ class HoneytokenAuditAction(StrEnum):
     CREATED = "customers:honeytokens:created"
     LISTED = "customers:honeytokens:listed"
     EXPORTED = "customers:honeytokens:exported"
+    RETIRED = "customers:honeytokens:retired"
+
+
+class HoneytokenNotFound(NotFound):
+    """An id given to retire is not a honeytoken customer."""
+
+    slug = "honeytoken-not-found"
+    title = "Honeytoken not found"
 
 
 # --- pure generation ----------------------------------------------------------------------
@@ -368,9 +387,18 @@ class CreateResult:
     drama_range: bool
 
 
+@dataclass(frozen=True)
+class RetireResult:
+    """What a retire did: the ids newly retired and those retired before (no change)."""
+
+    retired: list[str]
+    already_retired: list[str]
+
+
 class HoneytokenService:
-    """Creates, lists and exports honeytoken customers; ``honeytokens:manage`` for each,
-    and each recorded in the audit trail (counts and batch, never ids or values)."""
+    """Creates, lists, exports and retires honeytoken customers; ``honeytokens:manage``
+    for each, and each recorded in the audit trail (counts and batch, never ids or
+    values)."""
 
     def __init__(
         self, session: Session, principal: Principal, keys: KeyRing, settings: Settings
@@ -703,6 +731,69 @@ class HoneytokenService:
         )
         return records
 
+    # retire -------------------------------------------------------------------------------------
+
+    def retire(self, customer_ids: Sequence[str]) -> RetireResult:
+        """Retire these honeytokens: no new alert from them, out of exact data match; their
+        past alerts stay readable and ``listing`` shows them as retired.
+
+        All or nothing: an id that is not a honeytoken refuses the whole call
+        (:class:`HoneytokenNotFound`). Retiring one again changes nothing (idempotent).
+        Recorded as one audit event in the caller's transaction (counts only).
+        """
+        self.principal.require(Permission.HONEYTOKENS_MANAGE)
+        wanted = list(dict.fromkeys(i.strip() for i in customer_ids if i and i.strip()))
+        if not wanted:
+            raise InvalidInput("name at least one honeytoken customer id", field="customer_ids")
+        if len(wanted) > MAX_RETIRE:
+            raise InvalidInput(f"retire at most {MAX_RETIRE} honeytokens at a time")
+        found = {
+            external_id: (marker, customer)
+            for marker, customer, external_id in self.session.execute(
+                select(HoneytokenCustomer, Customer, Customer.external_id)
+                .join(Customer, Customer.id == HoneytokenCustomer.customer_id)
+                .where(Customer.external_id.in_(wanted))
+            )
+        }
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            shown = ", ".join(m[:40] for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise HoneytokenNotFound(
+                f"{len(missing)} of the ids {'is' if len(missing) == 1 else 'are'} not a "
+                f"honeytoken customer: {shown}"
+            )
+        now = utcnow()
+        fresh = [i for i in wanted if found[i][0].retired_at is None]
+        rows = [found[i][1].id for i in fresh]
+        if rows:
+            self.session.execute(
+                update(HoneytokenCustomer)
+                .where(HoneytokenCustomer.customer_id.in_(rows))
+                .values(retired_at=now)
+            )
+            # Out of exact data match: no hashes to match, and a new directory generation
+            # (fewer active customers) so cached indexes are rebuilt without them.
+            self.session.execute(
+                delete(CustomerFieldHash).where(CustomerFieldHash.customer_id.in_(rows))
+            )
+            self.session.execute(
+                update(Customer)
+                .where(Customer.id.in_(rows), Customer.removed_at.is_(None))
+                .values(removed_at=now, updated_at=now)
+            )
+        record_event(
+            self.session,
+            self.principal,
+            HoneytokenAuditAction.RETIRED,
+            object_type="honeytokens",
+            details={
+                "requested": len(wanted),
+                "retired": len(fresh),
+                "already_retired": len(wanted) - len(fresh),
+            },
+        )
+        return RetireResult(fresh, [i for i in wanted if i not in set(fresh)])
+
     def _ranges(self, given: str | None) -> list[PhoneRange]:
         """Ranges the phone numbers may come from: the one given, those recorded by the
         creations (their audit events), the setting's and the default."""
@@ -732,6 +823,6 @@ class HoneytokenService:
 
 
 def _status(row: HoneytokenCustomer, removed_at: datetime | None) -> str:
-    if removed_at is not None:
-        return "removed"
-    return "retired" if row.retired_at is not None else "active"
+    if row.retired_at is not None:
+        return "retired"  # retiring marks the directory entry removed as well
+    return "removed" if removed_at is not None else "active"

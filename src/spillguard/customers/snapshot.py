@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 from spillguard.core.keys import KeyPurpose, KeyRing
 from spillguard.core.roles import Permission, Principal
 from spillguard.customers.edm import BuildStats, EdmIndex, EdmIndexBuilder, EdmSettings
-from spillguard.customers.models import Customer, ImportRun
+from spillguard.customers.models import Customer, HoneytokenCustomer, ImportRun
 
 log = structlog.get_logger(__name__)
 
@@ -157,11 +157,13 @@ def load_snapshot(
 
 
 def directory_generation(session: Session) -> str | None:
-    """The directory's generation: ``<last finished import run>-<active customers>``.
+    """The directory's generation: ``<last finished import run>-<active customers>`` and,
+    once customers were added or removed outside an import, ``-<all customers>``.
 
-    None when no import has finished (an empty directory). Imports are the only writers
-    of the hash rows, so a new finished run — or a change in the count, should rows ever
-    be removed another way — makes every older snapshot stale. Two cheap queries.
+    None when no import has finished (an empty directory). A new finished run makes every
+    older snapshot stale; between imports, honeytokens are created (rows added: both
+    counts grow) and retired (marked removed: the active count falls, the total stays), so
+    the pair never repeats. A few cheap queries.
     """
     last = session.scalar(
         select(func.max(ImportRun.id)).where(ImportRun.finished_at.is_not(None))
@@ -171,7 +173,11 @@ def directory_generation(session: Session) -> str | None:
     active = session.scalar(
         select(func.count()).select_from(Customer).where(Customer.removed_at.is_(None))
     )
-    return f"{int(last)}-{int(active or 0)}"
+    generation = f"{int(last)}-{int(active or 0)}"
+    if session.scalar(select(func.count()).select_from(HoneytokenCustomer)):
+        total = session.scalar(select(func.count()).select_from(Customer))
+        generation += f"-{int(total or 0)}"
+    return generation
 
 
 class CachedDirectoryIndex:
