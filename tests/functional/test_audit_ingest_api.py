@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from spillguard.audit.ingest import ACCESS_QUERY_KEY_PURPOSE, normalise_query
+from spillguard.audit.ingest import ACCESS_QUERY_KEY_PURPOSE, AccessIngestService, normalise_query
 from spillguard.audit.models import AccessEvent, AccessEventCustomer, AccessReject
 from spillguard.core.keys import KeyRing
 from spillguard.core.models import AuditEvent
@@ -383,3 +383,49 @@ def test_concurrent_batches_of_one_source_store_each_event_once(
     assert sum(a + d for a, d in totals) == sum(len(b) for b in batches)
     with app.state.session_factory() as session:
         assert session.scalar(select(func.count()).select_from(AccessEvent)) == 200
+
+
+def test_rows_written_in_bulk_read_back_as_the_events_handed_to_the_detectors(
+    db: Session, settings: Settings, keys: KeyRing
+) -> None:
+    """The service writes its rows in the database's own form, bypassing SQLAlchemy's
+    types: what it stored must read back exactly as the objects it gave the detectors."""
+    events = [
+        access(
+            id=7,
+            time="2026-03-29T01:59:59.123456+05:30",
+            actor="zoë.ünsal@example.co.uk",
+            action="export",
+            customer_ids=[12, "C-ß", 12],
+            source_address="2001:DB8::1",
+        ),
+        access(
+            time="2026-03-28T23:00:00Z",
+            action="search",
+            customer_ids=None,
+            query="surname: O'Brien",
+            result_count=0,
+        ),
+    ]
+    now = datetime(2026, 3, 29, 0, 0, 0, 1, tzinfo=UTC)
+    result = AccessIngestService(db, settings, keys, Principal.system("tests")).ingest(
+        "billing", events, "rest", rate_limit="off", now=now
+    )
+    assert result.accepted == 2 and not result.rejects
+    given = {e.id: dict(vars(e)) for e in result.events}
+    db.expire_all()
+    columns = [c.key for c in AccessEvent.__mapper__.column_attrs]
+    for event_id, values in given.items():
+        row = db.get(AccessEvent, event_id)
+        assert row is not None
+        assert {c: getattr(row, c) for c in columns} == {c: values[c] for c in columns}
+    exported = db.get(AccessEvent, result.events[0].id)
+    assert exported is not None
+    assert exported.occurred_at == datetime(2026, 3, 28, 20, 29, 59, 123456, tzinfo=UTC)
+    assert exported.source_event_id == "7" and exported.source_address == "2001:db8::1"
+    assert result.customer_refs[exported.id] == ["12", "C-ß"]
+    audit = db.get(AuditEvent, exported.audit_event_id)
+    assert audit is not None and audit.occurred_at == now
+    assert audit.actor_label == "zoë.ünsal@example.co.uk"
+    assert audit.details["customer_ids"] == ["12", "C-ß", "12"]
+    assert audit.details["time"] == "2026-03-29T01:59:59.123456+05:30"

@@ -6,16 +6,15 @@ alert naming the actor; the after-hours alert is escalated to an incident whose 
 scope is exactly the stolen customer ids; `spillguard audit sequence` then `verify` pass,
 and a row edited in the database makes `verify` name the first bad position.
 
-Scale: the issue asks for a 500-user operator; replaying its ~160,000 events (~580,000
-customer ids) through HTTP takes minutes on the 2-CPU CI machine, so this test replays
-the same generator at ``USERS`` users (same roles, volumes and scenarios; each view event
-carries ~6 customer ids instead of ~3, which halves the event count without changing the
-records per day the detectors count). The full-size evaluation is
-``benchmarks/insider_eval.py`` (docs/benchmarks.md).
+Scale: the issue's 500-user operator for a month (~151,000 events, views of ~3 ids each),
+replayed over HTTP a day at a time in batches of up to 5,000, on SQLite and PostgreSQL. The
+generator's events stay in this process for the whole test, so they are frozen out of the
+garbage collector's reach (a server process would not hold them) after generation.
 """
 
 from __future__ import annotations
 
+import gc
 import io
 import re
 from collections import defaultdict
@@ -41,11 +40,11 @@ from spillguard.incidents.models import Incident
 from tests.factories.users import UserFactory
 from tests.functional.live import one_line_error, run_spillguard
 
-USERS = 100
+USERS = 500
 DAYS = 30
 SEED = 7
 START = date(2026, 10, 5)  # a fixed past month (the clocks go back on 25 October)
-CUSTOMERS = 25_000
+CUSTOMERS = 100_000  # 200 per user
 BATCH = 5_000
 # What each scenario must at least raise (other detectors may fire too).
 EXPECTED = {
@@ -124,10 +123,11 @@ def test_story_five_insider_theft_is_caught_escalated_and_the_log_holds(
             seed=SEED,
             start=START,
             customers=CUSTOMERS,
-            ids_per_view=6.0,
             honeytoken_ids=(honeytoken,),
         )
     )
+    gc.collect()
+    gc.freeze()
     org.write(tmp_path / "org")
     assert "added" in ok(["audit", "staff", "import", str(tmp_path / "org" / "staff.csv")], env)
 

@@ -35,18 +35,19 @@ import importlib
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import BigInteger, Table, cast, func, select
+from sqlalchemy import BigInteger, Table, cast, func, select, text
 from sqlalchemy.orm import Session
 
 from spillguard.audit.models import AccessEvent, ActorDay, Alert, StaffMember
 from spillguard.core.settings import Settings
+from spillguard.customers.models import Customer, HoneytokenCustomer
 
 INT_MAX = 2**31 - 1
 # Actor IN-lists are split into chunks this long (SQLite's bound-parameter limit).
@@ -677,26 +678,45 @@ def _upsert_days(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[str
         return {}
     table: Table = ActorDay.__table__  # type: ignore[assignment]
     dialect = session.get_bind().dialect.name
-    least: Any
+    ordered = sorted(rows, key=lambda r: (r["actor"], r["day"]))
+    found: dict[tuple[str, date], DayCounts] = {}
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        # One statement over arrays (one parameter per column): an executemany with
+        # RETURNING is split into multi-row statements that psycopg must parse, costing
+        # more than the upsert itself. WITH ORDINALITY keeps the locking order.
+        statement = text(
+            "INSERT INTO access_actor_days (actor, day, events, records, exported, after_hours, "
+            "off_duty) SELECT actor, day, events, records, exported, after_hours, off_duty FROM "
+            "unnest(CAST(:actor AS varchar[]), CAST(:day AS date[]), CAST(:events AS integer[]), "
+            "CAST(:records AS integer[]), CAST(:exported AS integer[]), "
+            "CAST(:after_hours AS integer[]), CAST(:off_duty AS integer[])) WITH ORDINALITY AS "
+            "t(actor, day, events, records, exported, after_hours, off_duty, n) ORDER BY n "
+            "ON CONFLICT (actor, day) DO UPDATE SET "
+            "events = LEAST(CAST(access_actor_days.events AS bigint) + EXCLUDED.events, :cap), "
+            "records = LEAST(CAST(access_actor_days.records AS bigint) + EXCLUDED.records, :cap), "
+            "exported = LEAST(CAST(access_actor_days.exported AS bigint) + EXCLUDED.exported, "
+            ":cap), after_hours = LEAST(CAST(access_actor_days.after_hours AS bigint) + "
+            "EXCLUDED.after_hours, :cap), off_duty = LEAST(CAST(access_actor_days.off_duty AS "
+            "bigint) + EXCLUDED.off_duty, :cap) "
+            "RETURNING actor, day, events, records, exported, after_hours, off_duty"
+        )
+        params: dict[str, Any] = {
+            name: [r[name] for r in ordered] for name in ("actor", "day", *COUNTERS)
+        }
+        params["cap"] = INT_MAX
+        for row in session.connection().execute(statement, params):
+            found[(row[0], row[1])] = DayCounts(*row[1:])
+        return found
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt: Any = pg_insert(table)
-        least = func.least
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(table)
-        least = func.min
+    stmt: Any = sqlite_insert(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=["actor", "day"],
         set_={
-            name: least(cast(table.c[name], BigInteger) + stmt.excluded[name], INT_MAX)
+            name: func.min(cast(table.c[name], BigInteger) + stmt.excluded[name], INT_MAX)
             for name in COUNTERS
         },
     ).returning(table.c.actor, *(table.c[name] for name in ("day", *COUNTERS)))
-    found: dict[tuple[str, date], DayCounts] = {}
-    ordered = sorted(rows, key=lambda r: (r["actor"], r["day"]))
     for row in session.connection().execute(stmt, ordered):
         found[(row[0], row[1])] = DayCounts(*row[1:])
     return found
@@ -757,7 +777,11 @@ def _day_event_ids(
 
 
 def on_ingested(
-    session: Session, settings: Settings, events: Sequence[AccessEvent], now: datetime
+    session: Session,
+    settings: Settings,
+    events: Sequence[AccessEvent],
+    now: datetime,
+    customer_refs: Mapping[int, Sequence[str]] | None = None,
 ) -> list[Alert]:
     """Fold a batch of new access events into the detectors; returns the alerts raised
     or updated (including the honeytoken check's).
@@ -887,17 +911,37 @@ def on_ingested(
                         now=now,
                     )
                 )
-    alerts.extend(_honeytokens(session, events, now))
+    alerts.extend(_honeytokens(session, events, now, customer_refs))
     return alerts
 
 
-def _honeytokens(session: Session, events: Sequence[AccessEvent], now: datetime) -> list[Alert]:
-    """The honeytoken check (audit.honeytokens, written separately), imported lazily."""
+def _honeytokens(
+    session: Session,
+    events: Sequence[AccessEvent],
+    now: datetime,
+    customer_refs: Mapping[int, Sequence[str]] | None,
+) -> list[Alert]:
+    """The honeytoken check (audit.honeytokens, written separately), imported lazily.
+
+    With the events' customer ids at hand (``customer_refs``, event id -> ids, as the
+    ingestion service gives them), only the events that touched an active honeytoken are
+    handed over: one query for the honeytokens' ids instead of one per 500 events."""
     try:
         honeytokens = importlib.import_module("spillguard.audit.honeytokens")
     except ModuleNotFoundError as exc:
         if exc.name != "spillguard.audit.honeytokens":
             raise
         return []
+    if customer_refs is not None:
+        traps = set(
+            session.scalars(
+                select(Customer.external_id)
+                .join(HoneytokenCustomer, HoneytokenCustomer.customer_id == Customer.id)
+                .where(HoneytokenCustomer.retired_at.is_(None))
+            )
+        )
+        events = [e for e in events if not traps.isdisjoint(customer_refs.get(e.id, ()))]
+        if not events:
+            return []
     raised = honeytokens.check_access_events(session, events, now)
     return list(raised or [])

@@ -21,6 +21,7 @@ Rate limiting is a token bucket per source held in this process (:class:`RateLim
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -45,7 +46,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from sqlalchemy import JSON, func, select, text, update
+from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.orm import Session
 
 from spillguard.audit.models import AccessEvent, AccessEventCustomer, AccessReject, AccessSource
@@ -133,6 +134,17 @@ SourceId = Annotated[
 CustomerRef = SourceId
 
 
+@functools.lru_cache(maxsize=4096)
+def canonical_ip(value: str) -> str | None:
+    """The canonical text of an IP address, or None when it is not one. Cached: a source
+    sends the same few addresses again and again, and parsing one costs more than the
+    rest of an event's validation."""
+    try:
+        return str(ip_address(value))
+    except ValueError:
+        return None
+
+
 class AccessEventIn(BaseModel):
     """One access event on the wire (JSON; CSV columns map to these names).
 
@@ -179,10 +191,10 @@ class AccessEventIn(BaseModel):
     def _ip(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        try:
-            return str(ip_address(value))
-        except ValueError:
-            raise ValueError("not an IP address") from None
+        normal = canonical_ip(value)
+        if normal is None:
+            raise ValueError("not an IP address")
+        return normal
 
     @property
     def records(self) -> int:
@@ -479,7 +491,7 @@ class AccessIngestService:
         if result.events:
             from spillguard.audit.detect import on_ingested
 
-            on_ingested(self.session, self.settings, result.events, now)
+            on_ingested(self.session, self.settings, result.events, now, result.customer_refs)
         return result
 
     def record_rejects(
@@ -534,6 +546,22 @@ class AccessIngestService:
         return int(found)
 
     def _stored_ids(self, source_id: int, ids: list[str]) -> set[str]:
+        """Which of ``ids`` the source already sent. On PostgreSQL one statement with the
+        ids as one array: an IN list of bound parameters, once prepared, gets a generic
+        plan that compares every stored event of the source with every id (seconds per
+        batch once the source has sent 100,000 events); joining the unnested array to the
+        unique index costs one index probe per id whatever the plan."""
+        if not ids:
+            return set()
+        if self.session.get_bind().dialect.name == "postgresql":
+            rows = self.session.execute(
+                text(
+                    "SELECT e.source_event_id FROM unnest(CAST(:ids AS varchar[])) AS t(id) "
+                    "JOIN access_events e ON e.source_id = :source AND e.source_event_id = t.id"
+                ),
+                {"ids": ids, "source": source_id},
+            ).scalars()
+            return set(rows)
         stored: set[str] = set()
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
@@ -555,109 +583,205 @@ class AccessIngestService:
         now: datetime,
         result: IngestResult,
     ) -> None:
+        """Store the new events: their ``audit_events``, ``access_events`` and
+        ``access_event_customers`` rows, each table in one bulk statement of rows already
+        in the database's own form (see :class:`_BulkWriter`)."""
         conn = self.session.connection()
+        writer = _BulkWriter(conn)
         request_id = self.principal.request_id
-        audit_rows: list[dict[str, Any]] = []
-        digests: list[bytes | None] = []
-        for event in events:
+        audit_ids = writer.new_ids(AuditEvent.__table__, len(events))
+        access_ids = writer.new_ids(AccessEvent.__table__, len(events))
+        stamp = writer.time(now)
+        audit_rows: list[tuple[Any, ...]] = []
+        access_rows: list[tuple[Any, ...]] = []
+        customer_rows: list[tuple[int, str]] = []
+        new_instance = AccessEvent.__mapper__.class_manager.new_instance
+        for event, audit_id, access_id in zip(events, audit_ids, access_ids, strict=True):
             digest = self.query_digest(event.query) if event.query is not None else None
-            digests.append(digest)
             ids = event.customer_ids
             single = ids[0] if ids is not None and len(ids) == 1 and len(ids[0]) <= 64 else None
-            audit_rows.append(
-                {
-                    "occurred_at": now,
-                    "action": AccessAuditAction[event.action.name].value,
-                    "outcome": "success",
-                    "actor_type": "external",
-                    "actor_id": None,
-                    "actor_label": event.actor,
-                    "object_type": "customer",
-                    "object_id": single,
-                    "source_ip": event.source_address,
-                    "request_id": request_id,
-                    "details": {
-                        "source": source,
-                        "source_event_id": event.id,
-                        "system": event.system,
-                        "action": event.action.value,
-                        "record_type": event.record_type,
-                        "time": event.time.isoformat(),
-                        "customer_ids": ids,
-                        "query_digest": digest.hex() if digest is not None else None,
-                        "result_count": event.result_count,
-                    },
-                }
-            )
-        audit_ids = self._insert_returning_ids(AuditEvent, audit_rows)
-        access_rows = [
-            {
-                "source_id": source_id,
+            action = event.action.value
+            details = {
+                "source": source,
                 "source_event_id": event.id,
-                "audit_event_id": audit_id,
-                "actor": event.actor,
-                "action": event.action.value,
                 "system": event.system,
+                "action": action,
                 "record_type": event.record_type,
-                "occurred_at": event.time.astimezone(UTC),
-                "received_at": now,
-                "source_address": event.source_address,
-                "query_digest": digest,
-                "records": event.records,
+                "time": event.time.isoformat(),
+                "customer_ids": ids,
+                "query_digest": digest.hex() if digest is not None else None,
+                "result_count": event.result_count,
             }
-            for event, audit_id, digest in zip(events, audit_ids, digests, strict=True)
-        ]
-        access_ids = self._insert_returning_ids(AccessEvent, access_rows)
-        customer_rows: list[dict[str, Any]] = []
-        for event, access_id in zip(events, access_ids, strict=True):
-            refs = list(dict.fromkeys(event.customer_ids or ()))
-            customer_rows.extend({"event_id": access_id, "customer_ref": r} for r in refs)
+            audit_rows.append(
+                (
+                    audit_id,
+                    stamp,
+                    _AUDIT_ACTION[action],
+                    "success",
+                    "external",
+                    None,
+                    event.actor,
+                    "customer",
+                    single,
+                    event.source_address,
+                    request_id,
+                    writer.json(details),
+                )
+            )
+            occurred = event.time.astimezone(UTC)
+            records = event.records
+            access_rows.append(
+                (
+                    access_id,
+                    source_id,
+                    event.id,
+                    audit_id,
+                    event.actor,
+                    action,
+                    event.system,
+                    event.record_type,
+                    writer.time(occurred),
+                    stamp,
+                    event.source_address,
+                    digest,
+                    records,
+                )
+            )
+            refs = list(dict.fromkeys(ids)) if ids else []
+            customer_rows.extend([(access_id, r) for r in refs])
             result.customer_refs[access_id] = refs
-        insert_rows(conn, AccessEventCustomer.__table__, customer_rows)
-        # The detectors read these rows; building ORM objects attribute by attribute (or
-        # loading them back) costs more than writing them, so each object gets its row's
-        # values directly, as the ORM's own loader does. They are not in the session.
-        manager = AccessEvent.__mapper__.class_manager
-        for access_id, row in zip(access_ids, access_rows, strict=True):
-            instance = manager.new_instance()
-            instance.__dict__.update(row, id=access_id)
+            # The detectors read these values; building ORM objects attribute by attribute
+            # (or loading them back) costs more than writing them, so each object gets its
+            # values directly, as the ORM's own loader does. They are not in the session.
+            instance = new_instance()
+            instance.__dict__.update(
+                id=access_id,
+                source_id=source_id,
+                source_event_id=event.id,
+                audit_event_id=audit_id,
+                actor=event.actor,
+                action=action,
+                system=event.system,
+                record_type=event.record_type,
+                occurred_at=occurred,
+                received_at=now,
+                source_address=event.source_address,
+                query_digest=digest,
+                records=records,
+            )
             result.events.append(instance)
+        writer.insert(AuditEvent.__table__, _AUDIT_COLUMNS, audit_rows)
+        writer.insert(AccessEvent.__table__, _ACCESS_COLUMNS, access_rows)
+        writer.insert(AccessEventCustomer.__table__, ("event_id", "customer_ref"), customer_rows)
         result.accepted = len(events)
 
-    def _insert_returning_ids(self, model: Any, rows: list[dict[str, Any]]) -> list[int]:
-        """Insert many rows in bulk and return their new ids in row order.
 
-        The ids are taken first: on PostgreSQL from the table's sequence in one round trip
-        (then COPY); on SQLite as the next ones after the largest, which is safe because
-        this transaction already holds SQLite's single write lock (``_source_id`` wrote
-        first), so nobody else can insert meanwhile. (INSERT ... RETURNING in row order
-        would cost one statement per row on SQLite.)"""
-        if not rows:
+_AUDIT_ACTION = {a.value: AccessAuditAction[a.name].value for a in AccessAction}
+_AUDIT_COLUMNS = (
+    "id",
+    "occurred_at",
+    "action",
+    "outcome",
+    "actor_type",
+    "actor_id",
+    "actor_label",
+    "object_type",
+    "object_id",
+    "source_ip",
+    "request_id",
+    "details",
+)
+_ACCESS_COLUMNS = (
+    "id",
+    "source_id",
+    "source_event_id",
+    "audit_event_id",
+    "actor",
+    "action",
+    "system",
+    "record_type",
+    "occurred_at",
+    "received_at",
+    "source_address",
+    "query_digest",
+    "records",
+)
+
+
+class _BulkWriter:
+    """Writes many rows of one table in one statement, bypassing SQLAlchemy's per-row
+    parameter processing (which cost more than the database's own work here): rows are
+    tuples already in the form the driver stores, so the caller converts timestamps and
+    JSON with :meth:`time` and :meth:`json`, the way the column types would.
+
+    - PostgreSQL: ``COPY ... FROM STDIN`` (psycopg adapts datetimes and bytes; a JSON
+      column takes its text); ids come from the table's sequence in one round trip.
+    - SQLite: one ``executemany`` of a plain INSERT; timestamps in SQLAlchemy's SQLite
+      storage format (UTC, microseconds), JSON as ``json.dumps`` gives it. Ids are the
+      next ones after the largest, safe because the transaction already holds SQLite's
+      single write lock (the ingestion service writes its source row first), so nobody
+      else can insert meanwhile (INSERT ... RETURNING in row order would cost one statement
+      per row on SQLite).
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.postgres = conn.dialect.name == "postgresql"
+
+    def new_ids(self, table: Any, n: int) -> list[int]:
+        """``n`` new primary keys of ``table``, ascending."""
+        if n == 0:
             return []
-        table = model.__table__
-        conn = self.session.connection()
-        if conn.dialect.name == "postgresql":
-            ids = sorted(
+        if self.postgres:
+            return sorted(
                 int(i)
-                for i in conn.execute(
+                for i in self.conn.execute(
                     text(
                         "SELECT nextval(pg_get_serial_sequence(:table, 'id')) "
                         "FROM generate_series(1, :n)"
                     ),
-                    {"table": table.name, "n": len(rows)},
+                    {"table": table.name, "n": n},
                 ).scalars()
             )
-        else:
-            top = int(conn.execute(select(func.max(table.c.id))).scalar() or 0)
-            ids = list(range(top + 1, top + 1 + len(rows)))
-        full = [{"id": i, **row} for i, row in zip(ids, rows, strict=True)]
-        if conn.dialect.name == "postgresql":
-            # COPY takes JSON columns as their text.
-            for name in [c.name for c in table.columns if isinstance(c.type, JSON)]:
-                for row in full:
-                    row[name] = json.dumps(row[name], ensure_ascii=False)
-        insert_rows(conn, table, full)
-        return ids
+        top = int(self.conn.execute(select(func.max(table.c.id))).scalar() or 0)
+        return list(range(top + 1, top + 1 + n))
+
+    def time(self, value: datetime) -> Any:
+        """A timezone-aware timestamp as a ``UTCDateTime`` column stores it."""
+        if self.postgres:
+            return value
+        v = value.astimezone(UTC)
+        return (
+            f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+            f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+        )
+
+    def json(self, value: Any) -> str:
+        """A value as a JSON column stores it."""
+        if self.postgres:
+            return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value)
+
+    def insert(self, table: Any, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` (tuples in the order of ``columns``)."""
+        if not rows:
+            return
+        names = ", ".join(f'"{c}"' for c in columns)
+        if self.postgres:
+            driver = self.conn.connection.driver_connection
+            if driver is None:  # pragma: no cover
+                raise RuntimeError("no DBAPI connection to COPY into")
+            with (
+                driver.cursor() as cursor,
+                cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+            return
+        marks = ", ".join("?" for _ in columns)
+        # Only this module's own table and column names are interpolated; values are bound.
+        statement = f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})'  # noqa: S608
+        self.conn.exec_driver_sql(statement, rows)
 
 
 # --- reading what was ingested -------------------------------------------------------
