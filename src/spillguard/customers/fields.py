@@ -161,7 +161,7 @@ def normalise_phone_many(values: Sequence[str], region: str = "GB") -> list[str 
     For ASCII values in region GB the fast path's compaction is done for all values at
     once (one ``replace`` and one ``translate`` of the joined values) and its
     character tests by regex; its decisions are then taken value by value, and what it
-    leaves to libphonenumber goes there as before.
+    leaves to libphonenumber goes through :func:`_gb_before_libphonenumber` first.
     """
     texts = list(map(str.strip, values))
     joined = "\n".join(texts)
@@ -177,7 +177,7 @@ def normalise_phone_many(values: Sequence[str], region: str = "GB") -> list[str 
             out.append(None)
             continue
         if chars is None:
-            out.append(_normalise_phone_slow(text, region))
+            out.append(_gb_before_libphonenumber(text))
             continue
         if compact.startswith("+44"):
             national = compact[3:]
@@ -188,10 +188,10 @@ def normalise_phone_many(values: Sequence[str], region: str = "GB") -> list[str 
         elif plain is not None and not compact.startswith(("0", "44", "180020")):
             national = compact
         else:
-            out.append(_normalise_phone_slow(text, region))
+            out.append(_gb_before_libphonenumber(text))
             continue
         if not national.isdigit() or national.startswith(("0", "180020")):
-            out.append(_normalise_phone_slow(text, region))
+            out.append(_gb_before_libphonenumber(text))
             continue
         rule = plan.get(len(national))
         if (len(national) == 10 and national[:7] in _DRAMA) or (
@@ -201,6 +201,39 @@ def normalise_phone_many(values: Sequence[str], region: str = "GB") -> list[str 
         else:
             out.append(None)
     return out
+
+
+def _gb_before_libphonenumber(text: str) -> str | None:
+    """What libphonenumber answers for a stripped ASCII ``text`` in region GB, exactly.
+
+    Two cases are decided without it (the rest go to it unchanged):
+
+    * Without ``;`` (so no RFC 3966 ``phone-context`` or ``isub``), ``phonenumbers.parse``
+      reads from the first ``+`` or digit and drops everything before it ("SKU-",
+      "tel:", "Mob "), so the value is the rest's, decided by the fast path when the
+      rest has only phone characters (vanity letters *after* the first digit, as in
+      ``0800-FLOWERS``, still go to libphonenumber); no ``+`` or digit at all is
+      ``NOT_A_NUMBER``.
+    * Plain digits starting ``000`` (after any such prefix): ``00`` is not the GB
+      international prefix when a ``0`` follows, so the number stays +44 with leading
+      zeros that no GB, GG, IM or JE pattern allows; only the drama check, which reads
+      the number without its leading zeros, can accept it, and only with exactly ten
+      digits left.
+    """
+    if ";" not in text:
+        start = _NUMBER_START.search(text)
+        if start is None:
+            return None
+        rest = text[start.start() :]
+        if _ZERO_LED.fullmatch(rest) and len(rest.lstrip("0")) != 10:
+            return None
+        if start.start() and _PHONE_TEXT.fullmatch(rest) is not None:
+            return normalise_phone_many([rest])[0]  # its fast path may decide it
+    return _normalise_phone_slow(text, "GB")
+
+
+_NUMBER_START = re.compile(r"[0-9+]")  # libphonenumber's start characters, in ASCII
+_ZERO_LED = re.compile(r"000[0-9]*")
 
 
 def _normalise_phone_slow(text: str, region: str) -> str | None:

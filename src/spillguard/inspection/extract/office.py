@@ -2,10 +2,11 @@
 
 Every XML member is parsed with expat, streamed from the zip with its bytes counted,
 with document type declarations refused (no entity expansion, no external entities).
-Spreadsheets are read here rather than with python-calamine: calamine allocates the
-full rectangle between the first and last cell, so a 9 KB workbook with cells in A1
-and XFD1048576 asks for 512 GB and aborts the whole process.  Here only cells that
-exist are kept, and padding between them is capped.
+Worksheets go to python-calamine first (:mod:`xlsx_fast`) when their bytes show that it
+gives these same cells.  calamine allocates the full rectangle between the first and
+last cell (a 9 KB workbook with cells in A1 and XFD1048576 asks for 512 GB and aborts
+the whole process) and differs on odd input, so anything else is read here, where
+only cells that exist are kept and padding between them is capped.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from xml.parsers import expat
 from spillguard.inspection.extract.archive import ZipReader
 from spillguard.inspection.extract.budget import Skip
 from spillguard.inspection.extract.model import UnscannableCode
+from spillguard.inspection.extract.xlsx_fast import read_sheets
 
 if TYPE_CHECKING:
     from spillguard.inspection.extract.dispatch import Context
@@ -188,10 +190,6 @@ def extract_xlsx(ctx: Context, zr: ZipReader, path: str) -> None:
         elif kind.endswith("/styles"):
             styles_name = _resolve("xl", target)
     cap = ctx.limits.max_part_chars
-    shared, shared_cut = _shared_strings(zr, shared_name, cap)
-    if shared_cut:
-        ctx.unscannable(path, UnscannableCode.TOO_LARGE, f"shared strings cut at {cap} characters")
-    date_styles = _date_styles(zr, styles_name)
     worksheets = sorted(n for n in zr.names if re.fullmatch(r"xl/worksheets/[^/]+\.xml", n))
     targets: list[tuple[str, str]] = []
     for index, (sheet_name, rel_id) in enumerate(sheets):
@@ -199,6 +197,25 @@ def extract_xlsx(ctx: Context, zr: ZipReader, path: str) -> None:
             targets.append((sheet_name, _resolve("xl", rels[rel_id][0])))
         elif index < len(worksheets):
             targets.append((sheet_name, worksheets[index]))
+    present = [(name, member) for name, member in targets if zr.info(member) is not None]
+    fast = read_sheets(
+        zr,
+        shared_name,
+        [member for _name, member in present],
+        lambda: _date_styles(zr, styles_name),
+        lambda raw: _excel_date(raw, flags["date1904"]),
+        MAX_PAD_COLUMNS,
+        cap,
+        ctx.budget.check_time,
+    )
+    if fast is not None:
+        for (sheet_name, _member), rows in zip(present, fast, strict=True):
+            ctx.add_table(f"{path}/{sheet_name}", rows, "xlsx", False)
+        return
+    shared, shared_cut = _shared_strings(zr, shared_name, cap)
+    if shared_cut:
+        ctx.unscannable(path, UnscannableCode.TOO_LARGE, f"shared strings cut at {cap} characters")
+    date_styles = _date_styles(zr, styles_name)
     for sheet_name, member in targets:
         if zr.info(member) is None:
             continue
