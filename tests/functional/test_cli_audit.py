@@ -70,6 +70,19 @@ def test_sequence_verify_and_a_tampered_row(
     )
     assert ok(["audit", "verify", "--to", str(position)], env).startswith(f"ok: {position} entries")
 
+    # Each run is an audit event the checkpoint page reads: the whole-log runs (ok, then
+    # the tamper found) and the range run, with counts or the problem, never content.
+    with engine.connect() as conn:
+        runs = conn.execute(
+            select(AuditEvent.__table__.c.outcome, AuditEvent.__table__.c.details)
+            .where(AuditEvent.__table__.c.action == "audit:log:verified")
+            .order_by(AuditEvent.__table__.c.id)
+        ).all()
+    assert [r.outcome for r in runs] == ["success", "failure", "success"]
+    assert runs[0].details["whole_log"] is True and runs[0].details["entries"] == size
+    assert runs[1].details["problem"] == message and "someone-else" not in str(runs[1].details)
+    assert runs[2].details["to"] == position and runs[2].details["whole_log"] is False
+
 
 def test_prove_output_is_checked_by_the_documented_offline_script(
     env: dict[str, str], engine: Engine, tmp_path: Path

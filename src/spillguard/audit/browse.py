@@ -35,6 +35,7 @@ from spillguard.audit.detect import Thresholds
 from spillguard.audit.log import LogCorrupt, get_state, stored_proof, stored_root
 from spillguard.audit.merkle import ProofError, consistency_proof_ranges, verify_consistency
 from spillguard.audit.models import Checkpoint, StaffMember
+from spillguard.audit.verify import VerifyAuditAction
 from spillguard.core.audit import AuditFilter, AuditService, record_event
 from spillguard.core.db import utcnow
 from spillguard.core.errors import InvalidInput
@@ -77,9 +78,9 @@ class AuditBrowseAction(StrEnum):
     EVENTS_EXPORTED = "audit:events:exported"
 
 
-LOG_VERIFIED_ACTION = "audit:log:verified"
-"""The event a full ``spillguard audit verify`` run records, if the installation's CLI
-records one; the checkpoint page shows the latest (outcome, when, what it said)."""
+LOG_VERIFIED_ACTION = VerifyAuditAction.LOG_VERIFIED.value
+"""The event every ``spillguard audit verify`` run records (``verify.record_verification``);
+the checkpoint page shows the latest (outcome, when, what it said)."""
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,9 @@ def leaf_hash(data: bytes) -> bytes:
     return hashlib.sha256(LEAF_PREFIX + data).digest()
 
 
+_sha256 = hashlib.sha256
+
+
 def node_hash(left: bytes, right: bytes) -> bytes:
     """Return the RFC 9162 interior node hash ``SHA-256(0x01 || left || right)``."""
     return hashlib.sha256(NODE_PREFIX + left + right).digest()
@@ -200,6 +203,23 @@ class CompactRange:
             level += 1
             created.append(Node(level, index >> level, current))
         self._frontier.append(current)
+        self._size += 1
+        return created
+
+    def extend_one(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        """:meth:`append` for bulk writers: the completed interior nodes (level >= 1) only,
+        as ``(level, index, hash)`` tuples, without building :class:`Node` objects."""
+        if type(leaf) is not bytes or len(leaf) != HASH_SIZE:
+            _check_hash("leaf hash", leaf)
+        created = []
+        frontier = self._frontier
+        current, level, size = leaf, 0, self._size
+        while size & 1:
+            current = _sha256(NODE_PREFIX + frontier.pop() + current).digest()
+            size >>= 1
+            level += 1
+            created.append((level, self._size >> level, current))
+        frontier.append(current)
         self._size += 1
         return created
 

@@ -14,11 +14,20 @@ position, the event and why.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import multiprocessing
+import os
 from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
+from types import SimpleNamespace
+from typing import Any, NoReturn
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from spillguard.audit.checkpoints import (
@@ -30,6 +39,7 @@ from spillguard.audit.checkpoints import (
 from spillguard.audit.log import (
     BATCH,
     STRAGGLER_WINDOW,
+    EventDecoder,
     LogCorrupt,
     event_leaf,
     frontier_at,
@@ -43,11 +53,49 @@ from spillguard.audit.merkle import (
     verify_consistency,
 )
 from spillguard.audit.models import Checkpoint, LogLeaf, LogNode
+from spillguard.core.audit import record_event
 from spillguard.core.models import AuditEvent
+from spillguard.core.roles import Principal
 
 
 class Tampered(Exception):
     """The log is not what its checkpoints and event rows say; the message says where."""
+
+
+class VerifyAuditAction(StrEnum):
+    # The checkpoint page (audit.browse) shows the latest of these.
+    LOG_VERIFIED = "audit:log:verified"
+
+
+def record_verification(
+    session: Session,
+    principal: Principal,
+    *,
+    start: int,
+    end: int | None,
+    result: VerifyResult | None,
+    problem: str | None,
+) -> None:
+    """Record a verification run as an audit event (outcome ``success`` or ``failure``).
+
+    Details are positions and counts, and on failure the one-line problem, which names
+    positions and event ids, never an event's content.
+    """
+    details: dict[str, Any] = {"from": start, "to": end, "whole_log": start == 0 and end is None}
+    if result is not None:
+        details.update(
+            entries=result.entries, checkpoints=result.checkpoints, witnessed=result.witnessed
+        )
+    if problem is not None:
+        details["problem"] = problem
+    record_event(
+        session,
+        principal,
+        VerifyAuditAction.LOG_VERIFIED,
+        object_type="audit_log",
+        outcome="success" if problem is None else "failure",
+        details=details,
+    )
 
 
 @dataclass(frozen=True)
@@ -82,6 +130,23 @@ def _check_signature(claim: _Claim, key: LogKey) -> None:
         raise Tampered(f"{claim.label}: {exc} (forged?)") from None
 
 
+@dataclass(frozen=True)
+class _Signed:
+    """A stored checkpoint's size and root (what the consistency checks read)."""
+
+    tree_size: int
+    root_hash: bytes
+
+
+PARALLEL_MIN_ENTRIES = 400_000
+"""Below this many entries per worker, one process verifies faster than starting more."""
+
+
+def default_workers() -> int:
+    """Worker processes ``audit verify`` uses by default: one per CPU."""
+    return max(1, os.cpu_count() or 1)
+
+
 def verify_log(
     session: Session,
     key: LogKey,
@@ -89,8 +154,15 @@ def verify_log(
     start: int = 0,
     end: int | None = None,
     against: list[ParsedCheckpoint] | None = None,
+    workers: int = 1,
 ) -> VerifyResult:
-    """Verify positions ``[start, end)`` (default: the whole log); raise :class:`Tampered`."""
+    """Verify positions ``[start, end)`` (default: the whole log); raise :class:`Tampered`.
+
+    With ``workers > 1`` and a large enough range (a file or server database), separate
+    processes verify consecutive ranges at once, each starting from the stored subtrees
+    at its first position; the lowest range that fails names the first bad position, as
+    the one-process walk would.
+    """
     state = get_state(session)
     size = session.scalar(select(func.count()).select_from(LogLeaf)) or 0
     whole = end is None
@@ -129,67 +201,12 @@ def verify_log(
             )
             witnessed += 1
 
-    try:
-        tree = frontier_at(session, start) if start else CompactRange()
-    except LogCorrupt as exc:
-        raise Tampered(f"cannot start at position {start}: {exc}") from None
-    previous: Checkpoint | None = session.scalar(
-        select(Checkpoint)
-        .where(Checkpoint.tree_size <= start)
-        .order_by(Checkpoint.tree_size.desc())
-        .limit(1)
-    )
-    by_size = {cp.tree_size: cp for cp in stored}
-    events = AuditEvent.__table__
-    conn = session.connection()
-    position = start
-    while position < stop:
-        batch_end = min(stop, position + BATCH)
-        # Core rows straight from the connection: the ORM layer adds nothing here.
-        rows = conn.execute(
-            select(LogLeaf.position, LogLeaf.event_id, LogLeaf.leaf_hash, events)
-            .outerjoin(events, events.c.id == LogLeaf.event_id)
-            .where(LogLeaf.position >= position, LogLeaf.position < batch_end)
-            .order_by(LogLeaf.position)
-        ).all()
-        nodes = _stored_nodes(session, position, batch_end)
-        for row in rows:
-            where = f"position {row.position} (event {row.event_id})"
-            if row.position != position:
-                raise Tampered(
-                    f"position {position} is missing: the next entry is at {row.position} "
-                    "(deleted?)"
-                )
-            if row.id is None:
-                raise Tampered(f"{where}: the event row is missing (deleted?)")
-            if event_leaf(row) != bytes(row.leaf_hash):
-                raise Tampered(f"{where}: leaf does not match the event row (edited?)")
-            for node in tree.append(bytes(row.leaf_hash))[1:]:
-                stored_hash = nodes.get((node.level, node.index))
-                if stored_hash != node.hash:
-                    lo, hi = node.index << node.level, (node.index + 1) << node.level
-                    what = "is missing" if stored_hash is None else "does not match the leaves"
-                    raise Tampered(
-                        f"positions {lo}-{hi - 1}: stored node (level {node.level}, index "
-                        f"{node.index}) {what} (a leaf hash or the node edited?)"
-                    )
-            position += 1
-            for claim in claims.get(position, ()):
-                _check_signature(claim, key)
-                if claim.root != tree.root():
-                    low = previous.tree_size if previous is not None else 0
-                    raise Tampered(
-                        f"{claim.label}: root hash does not match the log; an entry between "
-                        f"positions {low} and {position - 1} differs from what was signed "
-                        "(rewritten?)"
-                    )
-            current = by_size.get(position)
-            if current is not None:
-                if previous is not None:
-                    _check_consistency(session, previous, current)
-                previous = current
-        if position < batch_end:
-            raise Tampered(f"position {position} is missing (deleted or truncated?)")
+    signed = [_Signed(cp.tree_size, cp.root_hash) for cp in stored]
+    chunks = _chunks(start, stop, workers, _database_url(session))
+    if len(chunks) > 1:
+        frontier = _verify_parallel(chunks, key, dict(claims), signed, workers)
+    else:
+        frontier = _verify_range(session, key, start, stop, dict(claims), signed, BATCH)
 
     if whole:
         beyond = session.scalar(
@@ -202,7 +219,7 @@ def verify_log(
             raise Tampered(
                 f"checkpoint at size {beyond} is beyond the log's {size} entries (truncated?)"
             )
-        if state.size != size or b"".join(tree.frontier) != state.frontier:
+        if state.size != size or b"".join(frontier) != state.frontier:
             raise Tampered(
                 f"the log's state says {state.size} entries, the leaves table has {size} "
                 "(truncated or edited?)"
@@ -211,26 +228,233 @@ def verify_log(
     return VerifyResult(stop - start, len(stored), witnessed)
 
 
-def _stored_nodes(session: Session, lo: int, hi: int) -> dict[tuple[int, int], bytes]:
+# --- one range, in this process -------------------------------------------------------
+
+
+def _verify_range(
+    session: Session,
+    key: LogKey,
+    start: int,
+    stop: int,
+    claims: dict[int, list[_Claim]],
+    signed: list[_Signed],
+    batch: int,
+) -> tuple[bytes, ...]:
+    """Walk positions ``[start, stop)`` in batches; return the frontier at ``stop`` or raise."""
+    try:
+        tree = frontier_at(session, start) if start else CompactRange()
+    except LogCorrupt as exc:
+        raise Tampered(f"cannot start at position {start}: {exc}") from None
+    row = session.execute(
+        select(Checkpoint.tree_size, Checkpoint.root_hash)
+        .where(Checkpoint.tree_size <= start)
+        .order_by(Checkpoint.tree_size.desc())
+        .limit(1)
+    ).first()
+    previous = None if row is None else _Signed(row.tree_size, bytes(row.root_hash))
+    by_size = {cp.tree_size: cp for cp in signed if start < cp.tree_size <= stop}
+    marks = set(by_size) | {n for n in claims if start < n <= stop}
+
+    conn = session.connection()
+    dialect = conn.dialect
+    decoder = EventDecoder(dialect)
+    driver = conn.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("no DBAPI connection to read the log from")
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    leaves, events = LogLeaf.__tablename__, AuditEvent.__tablename__
+    columns = ", ".join(f"e.{c}" for c in decoder.columns.split(", "))
+    # Raw DBAPI rows: SQLAlchemy's result rows cost more than the hashing. The values go
+    # through the same type processors (EventDecoder), so the leaf is the same.
+    leaf_sql = (  # identifiers from the models, values bound
+        f'SELECT l."position", l."event_id", l."leaf_hash", {columns} '  # noqa: S608
+        f'FROM "{leaves}" l LEFT OUTER JOIN "{events}" e ON e."id" = l."event_id" '
+        f'WHERE l."position" >= {mark} AND l."position" < {mark} ORDER BY l."position"'
+    )
+    leaf = decoder.leaf
+    sha256 = hashlib.sha256
+    frontier = list(tree.frontier)
+    position = start
+    # psycopg: binary rows (bytea and timestamps need no text parsing); sqlite3: plain.
+    cursor = driver.cursor(binary=True) if dialect.driver == "psycopg" else driver.cursor()
+    try:
+        while position < stop:
+            batch_end = min(stop, position + batch)
+            cursor.execute(leaf_sql, (position, batch_end))
+            rows = cursor.fetchall()
+            nodes = _stored_nodes(cursor, mark, position, batch_end)
+            for row in rows:
+                if row[0] != position:
+                    raise Tampered(
+                        f"position {position} is missing: the next entry is at {row[0]} (deleted?)"
+                    )
+                if row[3] is None:
+                    raise Tampered(
+                        f"position {row[0]} (event {row[1]}): the event row is missing (deleted?)"
+                    )
+                current = row[2] if type(row[2]) is bytes else bytes(row[2])
+                if leaf(row[3:]) != current and not _slow_leaf_matches(decoder, row):
+                    raise Tampered(
+                        f"position {row[0]} (event {row[1]}): leaf does not match the event "
+                        "row (edited?)"
+                    )
+                # CompactRange.append, inlined, checking each completed node as it goes.
+                level, carry = 0, position
+                while carry & 1:
+                    current = sha256(b"\x01" + frontier.pop() + current).digest()
+                    carry >>= 1
+                    level += 1
+                    stored_hash = nodes.get((level, position >> level))
+                    if stored_hash != current:
+                        _bad_node(level, position >> level, stored_hash)
+                frontier.append(current)
+                position += 1
+                if position in marks:
+                    previous = _check_at(
+                        session, key, position, frontier, claims, by_size, previous
+                    )
+            if position < batch_end:
+                raise Tampered(f"position {position} is missing (deleted or truncated?)")
+    finally:
+        cursor.close()
+    return tuple(frontier)
+
+
+def _slow_leaf_matches(decoder: EventDecoder, row: Sequence[Any]) -> bool:
+    """Recompute a mismatching leaf the slow way (``canonical_bytes``) before reporting it."""
+    values = decoder.decode(row[3:])
+    return event_leaf(SimpleNamespace(**values)) == bytes(row[2])
+
+
+def _bad_node(level: int, index: int, stored_hash: bytes | None) -> NoReturn:
+    lo, hi = index << level, (index + 1) << level
+    what = "is missing" if stored_hash is None else "does not match the leaves"
+    raise Tampered(
+        f"positions {lo}-{hi - 1}: stored node (level {level}, index {index}) {what} "
+        "(a leaf hash or the node edited?)"
+    )
+
+
+def _check_at(
+    session: Session,
+    key: LogKey,
+    position: int,
+    frontier: list[bytes],
+    claims: dict[int, list[_Claim]],
+    by_size: dict[int, _Signed],
+    previous: _Signed | None,
+) -> _Signed | None:
+    """The checkpoints at size ``position``: signature, root, consistency with the last."""
+    for claim in claims.get(position, ()):
+        _check_signature(claim, key)
+        if claim.root != CompactRange(position, frontier).root():
+            low = previous.tree_size if previous is not None else 0
+            raise Tampered(
+                f"{claim.label}: root hash does not match the log; an entry between "
+                f"positions {low} and {position - 1} differs from what was signed "
+                "(rewritten?)"
+            )
+    current = by_size.get(position)
+    if current is not None:
+        if previous is not None:
+            _check_consistency(session, previous, current)
+        return current
+    return previous
+
+
+def _stored_nodes(cursor: Any, mark: str, lo: int, hi: int) -> dict[tuple[int, int], bytes]:
     """Stored nodes (level >= 1) completed by appending positions ``[lo, hi)``."""
-    conditions = []
+    conditions, params = [], []
     for level in range(1, max(hi, 1).bit_length() + 1):
         first, last = lo >> level, (hi >> level) - 1
         if last >= first:
-            conditions.append(
-                and_(LogNode.level == level, LogNode.index >= first, LogNode.index <= last)
-            )
+            conditions.append(f'("level" = {mark} AND "index" >= {mark} AND "index" <= {mark})')
+            params += [level, first, last]
     if not conditions:
         return {}
-    return {
-        (level, index): bytes(h)
-        for level, index, h in session.execute(
-            select(LogNode.level, LogNode.index, LogNode.hash).where(or_(*conditions))
-        )
-    }
+    cursor.execute(
+        f'SELECT "level", "index", "hash" FROM "{LogNode.__tablename__}" '  # noqa: S608
+        f"WHERE {' OR '.join(conditions)}",
+        params,
+    )
+    return {(level, index): bytes(h) for level, index, h in cursor.fetchall()}
 
 
-def _check_consistency(session: Session, old: Checkpoint, new: Checkpoint) -> None:
+# --- ranges in parallel processes -----------------------------------------------------
+
+
+def _database_url(session: Session) -> str | None:
+    """The session's database URL, if other processes can open it (not in-memory SQLite)."""
+    bind = session.get_bind()
+    url = bind.engine.url
+    if url.get_backend_name() == "sqlite" and (not url.database or ":memory:" in url.database):
+        return None
+    return url.render_as_string(hide_password=False)
+
+
+def _chunks(start: int, stop: int, workers: int, url: str | None) -> list[tuple[str, int, int]]:
+    """Split ``[start, stop)`` for ``workers`` processes, at the one-process batch edges."""
+    if url is None or workers < 2 or stop - start < 2 * PARALLEL_MIN_ENTRIES:
+        return [("", start, stop)]
+    parts = min(workers * 4, max(2, (stop - start) // PARALLEL_MIN_ENTRIES))
+    batches = -(-(stop - start) // BATCH)
+    edges = [start + BATCH * (batches * k // parts) for k in range(parts)] + [stop]
+    return [(url, lo, hi) for lo, hi in itertools.pairwise(edges) if lo < hi]
+
+
+def _verify_parallel(
+    chunks: list[tuple[str, int, int]],
+    key: LogKey,
+    claims: dict[int, list[_Claim]],
+    signed: list[_Signed],
+    workers: int,
+) -> tuple[bytes, ...]:
+    context = multiprocessing.get_context("spawn")
+    frontier: tuple[bytes, ...] = ()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [
+            pool.submit(
+                _verify_chunk,
+                url,
+                key,
+                lo,
+                hi,
+                {n: c for n, c in claims.items() if lo < n <= hi},
+                [cp for cp in signed if lo < cp.tree_size <= hi],
+                BATCH,  # the same batch edges as one process: the same messages
+            )
+            for url, lo, hi in chunks
+        ]
+        try:
+            for future in futures:  # in position order: the lowest failing range wins
+                frontier = future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+    return frontier
+
+
+def _verify_chunk(
+    url: str,
+    key: LogKey,
+    start: int,
+    stop: int,
+    claims: dict[int, list[_Claim]],
+    signed: list[_Signed],
+    batch: int,
+) -> tuple[bytes, ...]:
+    """One worker process's range, on its own connection."""
+    from spillguard.core.db import make_engine, make_session_factory
+
+    engine = make_engine(url, pool_size=1, max_overflow=0)
+    try:
+        with make_session_factory(engine)() as session:
+            return _verify_range(session, key, start, stop, claims, signed, batch)
+    finally:
+        engine.dispose()
+
+
+def _check_consistency(session: Session, old: _Signed, new: _Signed) -> None:
     try:
         proof = stored_proof(session, consistency_proof_ranges(old.tree_size, new.tree_size))
         verify_consistency(old.tree_size, new.tree_size, old.root_hash, new.root_hash, proof)

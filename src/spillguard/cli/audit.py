@@ -14,7 +14,7 @@ from rich.table import Table
 from spillguard.audit.checkpoints import CheckpointError, Signer, parse_checkpoints
 from spillguard.audit.log import ConcurrentAppend, LogCorrupt, SequencerBusy, run_sequencer
 from spillguard.audit.services import AuditLogService
-from spillguard.audit.verify import Tampered, verify_log
+from spillguard.audit.verify import Tampered, default_workers, record_verification, verify_log
 from spillguard.cli import audit_ingest, audit_simulate, audit_staff
 from spillguard.cli.common import CliError, cli_principal, one_line_errors, open_context, out
 
@@ -64,6 +64,14 @@ def verify(
             "--against", help="A file of exported or witnessed checkpoints the log must match."
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes verifying ranges at once (default: one per CPU; large logs only).",
+        ),
+    ] = None,
 ) -> None:
     """Recompute the log from the event rows and check it against every checkpoint.
 
@@ -86,9 +94,27 @@ def verify(
     key = Signer(ctx.keys).key
     with ctx.session() as session:
         try:
-            result = verify_log(session, key, start=start, end=to, against=witnessed)
+            result = verify_log(
+                session,
+                key,
+                start=start,
+                end=to,
+                against=witnessed,
+                workers=workers or default_workers(),
+            )
         except Tampered as exc:
-            raise CliError(str(exc)) from None
+            problem = str(exc)
+            session.rollback()
+            record_verification(
+                session, cli_principal(), start=start, end=to, result=None, problem=problem
+            )
+            session.commit()
+            raise CliError(problem) from None
+        session.rollback()
+        record_verification(
+            session, cli_principal(), start=start, end=to, result=result, problem=None
+        )
+        session.commit()
     extra = f", {result.witnessed} witnessed" if against is not None else ""
     out.print(
         f"ok: {result.entries} entries, {result.checkpoints} checkpoints{extra}", highlight=False
