@@ -31,8 +31,8 @@ from spillguard.audit.checkpoints import (
     checkpoint_body,
     origin_for,
 )
-from spillguard.audit.detect import Thresholds
-from spillguard.audit.log import LogCorrupt, get_state, stored_proof, stored_root
+from spillguard.audit.detect import Thresholds, volume_threshold
+from spillguard.audit.log import EVENT_COLUMNS, LogCorrupt, get_state, stored_proof, stored_root
 from spillguard.audit.merkle import ProofError, consistency_proof_ranges, verify_consistency
 from spillguard.audit.models import Checkpoint, StaffMember
 from spillguard.audit.verify import VerifyAuditAction
@@ -50,20 +50,7 @@ EXPORT_BATCH = 1000
 CHUNK_EVENTS = 200  # events per chunk of a streamed export
 MAX_KNOWN_ACTIONS = 500
 EXPORT_FORMATS = ("csv", "json")
-EXPORT_COLUMNS = (
-    "id",
-    "occurred_at",
-    "action",
-    "outcome",
-    "actor_type",
-    "actor_id",
-    "actor_label",
-    "object_type",
-    "object_id",
-    "source_ip",
-    "request_id",
-    "details",
-)
+EXPORT_COLUMNS = EVENT_COLUMNS  # every column the log hashes, in the same order
 # A cell starting with one of these is a formula to a spreadsheet; actor labels of
 # ingested access events come from other systems, so a CSV cell never starts with one.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -491,7 +478,7 @@ def volume_alert_threshold(
     (too little history: the detector does not judge that day). Pure."""
     if band_threshold is None or baseline is None:
         return None
-    return max(float(band_threshold), baseline * t.volume_min_ratio, float(t.volume_min_records))
+    return volume_threshold(band_threshold, baseline, t)
 
 
 def with_alert_thresholds(days: Sequence[ActivityDay], t: Thresholds) -> list[ActivityDay]:

@@ -337,6 +337,13 @@ def _who(profile: StaffProfile) -> str:
 # --- the detectors ----------------------------------------------------------------------
 
 
+def volume_threshold(band_threshold: float, median: float, t: Thresholds) -> float:
+    """The records a day must reach for a volume alert: the band's threshold (median plus
+    k spreads), but at least ``volume_min_ratio`` times the median and
+    ``volume_min_records``. Pure; the console's activity chart draws the same line."""
+    return max(float(band_threshold), median * t.volume_min_ratio, float(t.volume_min_records))
+
+
 def detect_volume(
     profile: StaffProfile, today: DayCounts, history: Sequence[DayCounts], t: Thresholds
 ) -> Finding | None:
@@ -344,7 +351,7 @@ def detect_volume(
     band = volume_band(history, today.day, t)
     if band is None:
         return None
-    threshold = max(band.threshold, band.median * t.volume_min_ratio, float(t.volume_min_records))
+    threshold = volume_threshold(band.threshold, band.median, t)
     if today.records < threshold:
         return None
     score = score_of(today.records, band.median, threshold)

@@ -49,6 +49,7 @@ from pydantic import (
 from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.orm import Session
 
+from spillguard.audit.log import EVENT_COLUMNS
 from spillguard.audit.models import AccessEvent, AccessEventCustomer, AccessReject, AccessSource
 from spillguard.core.db import insert_rows, utcnow
 from spillguard.core.errors import ContentTooLarge, InvalidInput, Throttled
@@ -677,20 +678,7 @@ class AccessIngestService:
 
 
 _AUDIT_ACTION = {a.value: AccessAuditAction[a.name].value for a in AccessAction}
-_AUDIT_COLUMNS = (
-    "id",
-    "occurred_at",
-    "action",
-    "outcome",
-    "actor_type",
-    "actor_id",
-    "actor_label",
-    "object_type",
-    "object_id",
-    "source_ip",
-    "request_id",
-    "details",
-)
+_AUDIT_COLUMNS = EVENT_COLUMNS
 _ACCESS_COLUMNS = (
     "id",
     "source_id",
