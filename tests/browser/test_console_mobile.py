@@ -16,6 +16,9 @@ SCREENSHOT = Path("/tmp/sg-mobile.png")
 
 
 def assert_no_sideways_scroll(page) -> None:
+    # Measure the page as it is shown: after a click-through navigation the stylesheets may
+    # still be loading (CI once measured an unstyled table this way), so wait for "load".
+    page.wait_for_load_state("load")
     widths = page.evaluate(
         "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
     )
