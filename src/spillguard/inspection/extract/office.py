@@ -22,7 +22,7 @@ from xml.parsers import expat
 from spillguard.inspection.extract.archive import ZipReader
 from spillguard.inspection.extract.budget import Skip
 from spillguard.inspection.extract.model import UnscannableCode
-from spillguard.inspection.extract.xlsx_fast import read_sheets
+from spillguard.inspection.extract.xlsx_fast import Sheets, read_sheets
 
 if TYPE_CHECKING:
     from spillguard.inspection.extract.dispatch import Context
@@ -198,16 +198,16 @@ def extract_xlsx(ctx: Context, zr: ZipReader, path: str) -> None:
         elif index < len(worksheets):
             targets.append((sheet_name, worksheets[index]))
     present = [(name, member) for name, member in targets if zr.info(member) is not None]
-    fast = read_sheets(
-        zr,
-        shared_name,
-        [member for _name, member in present],
-        lambda: _date_styles(zr, styles_name),
-        lambda raw: _excel_date(raw, flags["date1904"]),
-        MAX_PAD_COLUMNS,
-        cap,
-        ctx.budget.check_time,
+    job = Sheets(
+        shared_name=shared_name,
+        members=[member for _name, member in present],
+        date_styles=lambda: _date_styles(zr, styles_name),
+        excel_date=lambda raw: _excel_date(raw, flags["date1904"]),
+        max_pad=MAX_PAD_COLUMNS,
+        limit=cap,
+        check_time=ctx.budget.check_time,
     )
+    fast = read_sheets(zr, job)
     if fast is not None:
         for (sheet_name, _member), rows in zip(present, fast, strict=True):
             ctx.add_table(f"{path}/{sheet_name}", rows, "xlsx", False)

@@ -40,6 +40,7 @@ import math
 import operator
 import re
 import zipfile
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 from xml.parsers import expat
 from xml.sax.saxutils import quoteattr
@@ -267,16 +268,20 @@ def _package(shared: bytes | None, sheets: list[bytes]) -> io.BytesIO:
     return buffer
 
 
-def read_sheets(
-    zr: ZipReader,
-    shared_name: str,
-    members: list[str],
-    date_styles: Callable[[], frozenset[int]],
-    excel_date: Callable[[str], str],
-    max_pad: int,
-    limit: int,
-    check_time: Callable[[], None],
-) -> list[list[list[str]]] | None:
+@dataclass(frozen=True, slots=True)
+class Sheets:
+    """What the office extractor hands over: the workbook's sheet members and its rules."""
+
+    shared_name: str  # the shared-strings member (may be absent from the package)
+    members: list[str]  # the worksheet members, in workbook order
+    date_styles: Callable[[], frozenset[int]]  # the style ids that format a date (lazy)
+    excel_date: Callable[[str], str]  # a date cell's serial number as the streamed reader shows it
+    max_pad: int  # rows wider than this lose their empty cells
+    limit: int  # the most text to take from the workbook
+    check_time: Callable[[], None]  # raises when the file's time is up
+
+
+def read_sheets(zr: ZipReader, job: Sheets) -> list[list[list[str]]] | None:
     """The rows of each sheet member, or ``None`` when the streamed reader must read them.
 
     ``None`` leaves the budget as it found it (bytes read here are not counted twice),
@@ -285,7 +290,7 @@ def read_sheets(
     """
     before = zr.budget.total_bytes
     try:
-        rows = _read(zr, shared_name, members, date_styles, excel_date, max_pad, limit, check_time)
+        rows = _read(zr, job)
     except (_Refused, Skip, Abort):
         rows = None
     except BaseException as exc:  # a Rust panic arrives as pyo3's PanicException
@@ -303,21 +308,14 @@ def _is_calamine_error(exc: BaseException) -> bool:
     return isinstance(exc, python_calamine.CalamineError)
 
 
-def _read(
-    zr: ZipReader,
-    shared_name: str,
-    members: list[str],
-    date_styles: Callable[[], frozenset[int]],
-    excel_date: Callable[[str], str],
-    max_pad: int,
-    limit: int,
-    check_time: Callable[[], None],
-) -> list[list[list[str]]] | None:
+def _read(zr: ZipReader, job: Sheets) -> list[list[list[str]]] | None:
     import python_calamine
 
+    limit, check_time = job.limit, job.check_time
+
     shared: bytes | None = None
-    info = zr.info(shared_name)
-    infos = [zr.info(member) for member in members]
+    info = zr.info(job.shared_name)
+    infos = [zr.info(member) for member in job.members]
     declared = sum(i.file_size for i in infos if i is not None)
     if declared + (info.file_size if info is not None else 0) > MAX_BYTES:
         return None
@@ -330,7 +328,7 @@ def _read(
         if read > limit:
             return None
         _plain_xml(shared)
-    styles = date_styles()
+    styles = job.date_styles()
     datas: list[bytes] = []
     layouts = []
     dates = []
@@ -378,7 +376,7 @@ def _read(
                         values[i] = "TRUE" if value else "FALSE"
                     elif kind is float or kind is int:
                         text = text_of(float(value))
-                        values[i] = excel_date(text) if (r, col0 + i) in date_cells else text
+                        values[i] = job.excel_date(text) if (r, col0 + i) in date_cells else text
                     else:
                         return None  # a type the streamed reader would not give
                 used += len("".join(values))
@@ -388,7 +386,7 @@ def _read(
             if not end:
                 continue
             row: list[str] = [""] * col0 + values[:end] if col0 else values[:end]
-            rows.append(row if len(row) <= max_pad else [v for v in row if v])
+            rows.append(row if len(row) <= job.max_pad else [v for v in row if v])
         if used > limit:
             return None
     book.close()
