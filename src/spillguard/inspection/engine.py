@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from itertools import accumulate, chain, repeat
-from operator import add, setitem
-from typing import TYPE_CHECKING, Any, Literal
+from operator import add
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import structlog
 
@@ -142,17 +142,7 @@ class ScanStatus(StrEnum):
     UNINSPECTED = "uninspected"
 
 
-@dataclass(frozen=True, repr=False)
-class Finding:
-    """One validated identifier in the text: what, where, how sure, and masked.
-
-    ``value`` is the normalised plaintext (E.164 phone, compact IBAN…), kept in memory
-    only for exact data match.  Never log it, store it or return it to a client; use
-    :attr:`masked` or :meth:`public`.  The masked form is computed when first asked
-    for: a dense export holds thousands of findings that are counted and matched but
-    never shown, and masking a phone number costs a libphonenumber format.
-    """
-
+class _FindingFields(NamedTuple):
     entity: str
     detector: str
     start: int
@@ -160,12 +150,40 @@ class Finding:
     confidence: float
     context: bool
     value: str
-    region: str = field(default="GB", compare=False)
+    region: str = "GB"
+
+
+class Finding(_FindingFields):
+    """One validated identifier in the text: what, where, how sure, and masked.
+
+    ``value`` is the normalised plaintext (E.164 phone, compact IBAN…), kept in memory
+    only for exact data match.  Never log it, store it or return it to a client; use
+    :attr:`masked` or :meth:`public`.  The masked form is computed when first asked
+    for: a dense export holds thousands of findings that are counted and matched but
+    never shown, and masking a phone number costs a libphonenumber format.
+
+    A finding is an immutable tuple of its fields (so that a table column's findings
+    are made by C-level maps, a few hundred nanoseconds each, where a dataclass costs
+    a dictionary per finding).  It compares and hashes as the frozen dataclass it
+    replaces did: by its fields other than ``region``, and only with other findings
+    of the same class (never with a plain tuple).
+    """
 
     @cached_property
     def masked(self) -> str:
         """The value masked for display (``07700 9•••21``), computed once on first use."""
         return mask(self.value, self.entity, region=self.region)
+
+    def __eq__(self, other: object) -> bool:
+        # False, not NotImplemented, for anything else: tuple's own comparison would
+        # otherwise answer for a plain tuple of the same fields.
+        return other.__class__ is self.__class__ and self[:7] == other[:7]  # type: ignore[index]
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self[:7])
 
     def __repr__(self) -> str:
         return (
@@ -187,8 +205,9 @@ class Finding:
         }
 
 
-_new_object = object.__new__
-_set_attribute = object.__setattr__
+_new_tuple = tuple.__new__
+FINDING_FIELDS = _FindingFields._fields
+"""The names of a finding's fields, in order."""
 
 
 def _make_finding(
@@ -201,33 +220,12 @@ def _make_finding(
     value: str,
     region: str,
 ) -> Finding:
-    """A :class:`Finding` equal to ``Finding(entity=…, …)``, without the frozen
-    dataclass's field-by-field ``__init__`` (a dense export makes thousands)."""
-    finding = _new_object(Finding)
-    _set_attribute(
-        finding,
-        "__dict__",
-        {
-            "entity": entity,
-            "detector": detector,
-            "start": start,
-            "end": end,
-            "confidence": confidence,
-            "context": context,
-            "value": value,
-            "region": region,
-        },
-    )
-    return finding
+    """A :class:`Finding` equal to ``Finding(entity=…, …)``, without the named tuple's
+    Python-level ``__new__`` (a dense export makes thousands)."""
+    return _new_tuple(Finding, (entity, detector, start, end, confidence, context, value, region))
 
 
-# The ``__dict__`` slot of a finding, set without the attribute lookup of ``setattr``.
-_SET_STATE = Finding.__dict__["__dict__"].__set__
 _FEW = 8  # below this many findings, the maps' set-up costs more than they save
-# Attribute dictionaries of prototype findings, per (entity, detector, confidence,
-# context, region): copied, never changed (bounded: custom identifiers are few).
-_TEMPLATES: dict[tuple[str, str, float, bool, str], dict[str, Any]] = {}
-_MAX_TEMPLATES = 256
 
 
 def make_findings(
@@ -242,30 +240,30 @@ def make_findings(
 ) -> list[Finding]:
     """Findings of one detector, one confidence and one context flag, equal to
     ``Finding(entity=…, start=starts[i], end=ends[i], value=values[i], …)``: a table
-    column's worth made with C-level maps (a copied template dictionary per finding,
-    three keys set), not a Python call per finding."""
-    count = len(values)
-    if count < _FEW:
+    column's worth made with C-level maps, not a Python call per finding."""
+    if len(values) < _FEW:
         return [
-            _make_finding(entity, detector, start, end, confidence, context, value, region)
+            _new_tuple(Finding, (entity, detector, start, end, confidence, context, value, region))
             for start, end, value in zip(starts, ends, values, strict=True)
         ]
-    # The attribute dictionary of a finding made the ordinary way shares its keys with
-    # every finding's (CPython's key-sharing instance dictionaries): its copies are
-    # smaller and quicker to make than copies of a plain dictionary.
-    template_key = (entity, detector, confidence, context, region)
-    template = _TEMPLATES.get(template_key)
-    if template is None:
-        if len(_TEMPLATES) >= _MAX_TEMPLATES:
-            _TEMPLATES.clear()
-        prototype = Finding(entity, detector, 0, 0, confidence, context, "", region)
-        template = _TEMPLATES[template_key] = vars(prototype)
-    states = list(map(dict.copy, repeat(template, count)))
-    for key, column in (("start", starts), ("end", ends), ("value", values)):
-        deque(map(setitem, states, repeat(key), column), maxlen=0)
-    findings = list(map(_new_object, repeat(Finding, count)))
-    deque(map(_SET_STATE, findings, states), maxlen=0)
-    return findings
+    if not (len(starts) == len(ends) == len(values)):
+        raise ValueError("make_findings needs as many starts, ends and values")
+    return list(
+        map(
+            _new_tuple,
+            repeat(Finding),
+            zip(
+                repeat(entity),
+                repeat(detector),
+                starts,
+                ends,
+                repeat(confidence),
+                repeat(context),
+                values,
+                repeat(region),
+            ),
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -827,9 +825,9 @@ def lay_out(rows: Sequence[Sequence[str]]) -> Layout:
         for width in widths[1:]:
             prefixes += after[:width]
         prefix_lengths = list(map(len, prefixes))
-    starts = list(
-        map(add, accumulate(map(add, prefix_lengths, lengths), initial=0), prefix_lengths)
-    )
+    # A cell starts after every prefix up to its own and every cell before it: the
+    # running sum of (its prefix's length + the length of the cell before it).
+    starts = list(accumulate(map(add, prefix_lengths, chain((0,), lengths))))
     return Layout(cells, prefixes, starts, lengths, labels, widths, row_starts)
 
 

@@ -185,15 +185,27 @@ class InspectionRuntime:
 # --- revealing scan -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, repr=False)
 class _TokenFinding(Finding):
     """A finding whose ``masked`` is a per-request token naming the original finding."""
 
     token: str = ""
 
+    @classmethod
+    def of(cls, finding: Finding, token: str) -> _TokenFinding:
+        """``finding``'s fields, shown as ``token``."""
+        tokened = cls._make(finding)
+        tokened.token = token
+        return tokened
+
     @property  # type: ignore[override]
     def masked(self) -> str:
         return self.token
+
+    def __eq__(self, other: object) -> bool:
+        return super().__eq__(other) and self.token == other.token  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self[:7], self.token))
 
 
 class _RevealingEngine:
@@ -225,8 +237,7 @@ class _RevealingEngine:
         for finding in result.findings:
             token = f"{self._prefix}{len(self.originals)}"
             self.originals[token] = finding
-            values = {f.name: getattr(finding, f.name) for f in dataclasses.fields(Finding)}
-            tokened.append(_TokenFinding(**values, token=token))
+            tokened.append(_TokenFinding.of(finding, token))
         return dataclasses.replace(result, findings=tuple(tokened))
 
     def reveal(self, report: InspectionReport, purpose: str) -> RevealedReport:

@@ -49,8 +49,8 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from operator import add, itemgetter, setitem
+from itertools import compress, repeat
+from operator import add, is_, itemgetter, setitem
 from typing import TYPE_CHECKING, cast
 
 from spillguard.inspection.backends import (
@@ -487,20 +487,19 @@ class TableScanner:
             if joined.count("\n") == len(remaining_cells) and column.fullmatch(joined):
                 self._admit(table, rule, remaining_cells, remaining_indexes, label, joined)
                 return
+            # The cells of this shape, and the rest (C-level selections: a column of
+            # numbers written several ways takes this path).
             matches = list(map(one.fullmatch, remaining_cells))
+            misses = list(map(is_, matches, repeat(None)))
             self._admit(
                 table,
                 rule,
-                [c for c, m in zip(remaining_cells, matches, strict=True) if m is not None],
-                [i for i, m in zip(remaining_indexes, matches, strict=True) if m is not None],
+                list(compress(remaining_cells, matches)),
+                list(compress(remaining_indexes, matches)),
                 label,
             )
-            remaining_indexes = [
-                i for i, m in zip(remaining_indexes, matches, strict=True) if m is None
-            ]
-            remaining_cells = [
-                c for c, m in zip(remaining_cells, matches, strict=True) if m is None
-            ]
+            remaining_indexes = list(compress(remaining_indexes, misses))
+            remaining_cells = list(compress(remaining_cells, misses))
 
     def _admit(
         self,
@@ -528,7 +527,7 @@ class TableScanner:
                 joined = "\n".join(cells) + "\n"
             national = _NATIONAL_PREFIX.sub("", joined.replace("(0)", "").translate(_NOT_DIGITS))
             sizes = map(len, national.split("\n"))
-            keep = [n in rule.digits for n in sizes]
+            keep = list(map(rule.digits.__contains__, sizes))
             if not all(keep[: len(cells)]):
                 table.generic.extend(i for i, k in zip(indexes, keep, strict=False) if not k)
                 cells = [c for c, k in zip(cells, keep, strict=False) if k]
@@ -686,7 +685,7 @@ class TableScanner:
             if confidence < minimum:
                 return
             if None not in values:
-                ends = list(map(add, starts, map(len, cells)))
+                ends = list(map(add, starts, _pick(table.layout.lengths, indexes)))
                 valid = cast("list[str]", values)
                 self._place(table, number, indexes, starts, ends, confidence, True, valid)
                 return

@@ -340,6 +340,69 @@ def test_findings_made_by_the_fast_constructor_are_ordinary_findings():
     assert pickle.loads(pickle.dumps(fast)) == slow
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["phone_number", "email_address", "uk_nino"]),
+    st.integers(0, 500),
+    st.integers(1, 40),
+    st.sampled_from([0.5, 0.85, 0.95]),
+    st.booleans(),
+    st.text(min_size=1, max_size=30),
+    st.sampled_from(["GB", "IE"]),
+    st.integers(0, 20),
+)
+def test_findings_are_values_compared_as_the_dataclass_was(
+    entity: str,
+    start: int,
+    width: int,
+    confidence: float,
+    context: bool,
+    value: str,
+    region: str,
+    count: int,
+) -> None:
+    """Findings are tuples (made in bulk by C-level maps) that behave as the frozen
+    dataclass they replaced: equal and hashed by their fields but the region, never
+    equal to a plain tuple, immutable, pickled as findings."""
+    from spillguard.inspection.engine import Finding, make_findings
+
+    finding = Finding(entity, "d", start, start + width, confidence, context, value, region)
+    other_region = Finding(entity, "d", start, start + width, confidence, context, value, "US")
+    assert finding == other_region and hash(finding) == hash(other_region)
+    assert (finding != other_region) is False
+    assert finding != tuple(finding) and tuple(finding) != finding
+    assert finding != Finding(entity, "d", start, start + width + 1, confidence, context, value)
+    assert finding.end - finding.start == width and finding.region == region
+    with pytest.raises(AttributeError):
+        finding.value = "x"  # type: ignore[misc]
+    copied = pickle.loads(pickle.dumps(finding))
+    assert type(copied) is Finding and copied == finding and copied.region == region
+    starts = [start + 50 * i for i in range(count)]
+    ends = [s + width for s in starts]
+    values = [f"{value}{i}" for i in range(count)]
+    made = make_findings(entity, "d", starts, ends, confidence, context, values, region)
+    plain = [
+        Finding(entity, "d", s, e, confidence, context, v, region)
+        for s, e, v in zip(starts, ends, values, strict=True)
+    ]
+    assert made == plain and all(type(f) is Finding for f in made)
+    assert [tuple(f) for f in made] == [tuple(f) for f in plain]
+    with pytest.raises(ValueError):
+        make_findings(entity, "d", starts + [0] * 8, ends, confidence, context, values, region)
+
+
+def test_revealing_findings_carry_their_token_and_the_original_fields() -> None:
+    from spillguard.inspection.engine import Finding
+    from spillguard.inspection.services import _TokenFinding
+
+    original = Finding("phone_number", "phone", 5, 17, 0.9, True, "+447700900123", "GB")
+    tokened = _TokenFinding.of(original, "tok-1")
+    assert tuple(tokened) == tuple(original) and tokened.masked == "tok-1"
+    assert tokened != original and tokened == _TokenFinding.of(original, "tok-1")
+    assert tokened != _TokenFinding.of(original, "tok-2")
+    assert original.masked == "07700 9\u2022\u2022\u202223"
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(

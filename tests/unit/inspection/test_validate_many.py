@@ -186,7 +186,7 @@ def test_bulk_findings_are_ordinary_findings():
             for s, e, v in zip(starts[:count], ends[:count], values[:count], strict=True)
         ]
         assert made == plain
-        assert [vars(f) for f in made] == [vars(f) for f in plain]
+        assert [tuple(f) for f in made] == [tuple(f) for f in plain]
         assert all(
             type(f) is Finding and f.masked == p.masked for f, p in zip(made, plain, strict=True)
         )
