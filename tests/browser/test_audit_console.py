@@ -170,7 +170,7 @@ def stage_honeytokens(db: Session, settings: Settings, keys: KeyRing) -> tuple[l
 
 
 @pytest.mark.browser
-def test_a_honeytoken_is_retired_from_its_row_and_an_auditor_sees_no_ids(
+def test_a_honeytoken_is_retired_and_reactivated_from_its_row_and_an_auditor_sees_no_ids(
     browser, live_server, users: UserFactory, db: Session, settings: Settings, keys: KeyRing
 ) -> None:
     ids, actor = stage_honeytokens(db, settings, keys)
@@ -207,5 +207,12 @@ def test_a_honeytoken_is_retired_from_its_row_and_an_auditor_sees_no_ids(
             expect(row.get_by_role("button", name="Retire")).to_have_count(0)
             other = page.get_by_test_id("honeytoken-row").filter(has_text=ids[1])
             expect(other.get_by_role("button", name="Retire")).to_have_count(1)
+            expect(other.get_by_role("button", name="Reactivate")).to_have_count(0)
+            # ... and made active again from the same row.
+            row.get_by_role("button", name="Reactivate").click()
+            expect(page.get_by_role("status")).to_contain_text("Honeytoken reactivated")
+            row = page.get_by_test_id("honeytoken-row").filter(has_text=ids[0])
+            expect(row.get_by_test_id("honeytoken-status")).to_have_text("active")
+            expect(row.get_by_role("button", name="Retire")).to_have_count(1)
         finally:
             ctx.close()

@@ -596,6 +596,13 @@ def test_honeytokens_page_is_for_security_and_dpo_only(
     assert refused.status_code == 403
 
 
+def forms(page: str, verb: str) -> list[str]:
+    """The customer ids of the honeytoken page's Retire or Reactivate row forms."""
+    return re.findall(
+        rf'action="/audit/honeytokens/{verb}".*?name="customer_id" value="([^"]+)"', page, re.S
+    )
+
+
 def test_a_honeytoken_is_retired_from_its_row_and_shown_as_retired(
     console: TestClient, users: UserFactory, db: Session, keys: KeyRing
 ) -> None:
@@ -623,7 +630,7 @@ def test_a_honeytoken_is_retired_from_its_row_and_shown_as_retired(
         re.findall(r"<code>([^<]+)</code>.*?data-testid=\"honeytoken-status\">(\w+)<", page, re.S)
     )
     assert statuses == {ids[0]: "retired", ids[1]: "active"}
-    assert re.findall(r'name="customer_id" value="([^"]+)"', page) == [ids[1]]
+    assert forms(page, "retire") == [ids[1]] and forms(page, "reactivate") == [ids[0]]
 
     unknown = console.post(
         "/audit/honeytokens/retire", data={"customer_id": "C0000001", "csrf_token": token}

@@ -50,6 +50,7 @@ from spillguard.core.errors import Conflict, InvalidInput, NotFound
 from spillguard.core.keys import KeyRing
 from spillguard.core.roles import Permission, Principal
 from spillguard.core.settings import Settings
+from spillguard.customers.honeytokens import all_honeytoken_ids
 from spillguard.customers.models import Customer
 from spillguard.incidents import timeline
 from spillguard.incidents.errors import IncidentClosed
@@ -619,9 +620,14 @@ class AlertService:
                 delivery_ids=existing_deliveries or None,
             )
         now = utcnow()
+        # Every reader of the incident reads this entry: honeytokens are planted, not
+        # customers, and how many of them a scope holds is for honeytokens:manage only.
+        planted = len(all_honeytoken_ids(self.session).intersection(known)) if known else 0
+        people = len(known) - planted
         words = [
             f"Insider-risk alert {alert.id} ({alert.detector}, {alert.severity}) escalated "
-            f"by {self.principal.label}: {len(known)} customer(s) of its events in scope"
+            f"by {self.principal.label}: {people} customer(s) of its events in scope"
+            + (" and honeytoken customers (planted, never notified)" if planted else "")
         ]
         if unknown:
             words.append(f"{unknown} customer id(s) not in the directory")
@@ -636,7 +642,8 @@ class AlertService:
             data={
                 "alert_id": alert.id,
                 "detector": alert.detector,
-                "customers": len(known),
+                "customers": people,
+                "honeytokens": planted > 0,
                 "not_in_directory": unknown,
                 "events_without_ids": uncounted,
             },
@@ -657,7 +664,8 @@ class AlertService:
             details={
                 "incident_id": incident.id,
                 "new_incident": incident_id is None,
-                "customers": len(known),
+                "customers": people,
+                "honeytokens": planted > 0,
                 "not_in_directory": unknown,
             },
         )

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import StrEnum
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 from sqlalchemy import func, select, text
@@ -32,6 +33,7 @@ from spillguard.audit.checkpoints import (
     origin_for,
 )
 from spillguard.audit.detect import Thresholds, volume_threshold
+from spillguard.audit.honeytokens import HoneytokenRedaction, redaction_for, redaction_of_all
 from spillguard.audit.log import EVENT_COLUMNS, LogCorrupt, get_state, stored_proof, stored_root
 from spillguard.audit.merkle import ProofError, consistency_proof_ranges, verify_consistency
 from spillguard.audit.models import Checkpoint, StaffMember
@@ -243,6 +245,12 @@ class AuditBrowseService:
             flt, limit=limit, offset=offset
         )
 
+    def shown_events(
+        self, flt: AuditFilter, *, limit: int, offset: int
+    ) -> tuple[list[ShownEvent], int]:
+        """A page of events as this principal may see them: see :func:`shown_events`."""
+        return shown_events(self.session, self.principal, flt, limit=limit, offset=offset)
+
     def known_actions(self) -> list[str]:
         """Every distinct action in the trail (at most 500), for the filter's suggestions.
 
@@ -272,8 +280,13 @@ class AuditBrowseService:
         self.principal.require(Permission.AUDIT_VIEW)
         if fmt not in EXPORT_FORMATS:
             raise InvalidInput("format must be csv or json.", field="format")
+        # Every honeytoken id is hidden from a reader without honeytokens:manage (the
+        # set is small; the events stream in batches, never all in memory).
+        redaction = redaction_of_all(self.session, self.principal)
         newest, total = self.list_events(flt, limit=1, offset=0)
         upper = newest[0].id if newest else 0
+        if redaction.hides(flt.object_id):  # as for an id no event names
+            upper = total = 0
         record_event(
             self.session,
             self.principal,
@@ -290,7 +303,7 @@ class AuditBrowseService:
                 },
             },
         )
-        rows = _matching(session_factory, flt, upper)
+        rows = _matching(session_factory, flt, upper, redaction)
         stamp = f"{utcnow():%Y%m%dT%H%M%SZ}"
         if fmt == "csv":
             return AuditExport(
@@ -380,10 +393,14 @@ class AuditBrowseService:
 
 
 def _matching(
-    session_factory: Callable[[], Session], flt: AuditFilter, upper: int
+    session_factory: Callable[[], Session],
+    flt: AuditFilter,
+    upper: int,
+    redaction: HoneytokenRedaction,
 ) -> Iterator[Any]:
     """Rows of the events matching ``flt`` with ids up to ``upper``, oldest first, read in
-    batches as plain rows (the ORM's identity map adds nothing to a one-way export)."""
+    batches as plain rows (the ORM's identity map adds nothing to a one-way export), with
+    honeytoken ids redacted as ``redaction`` says."""
     after = 0
     columns = select(*AuditEvent.__table__.c)
     with session_factory() as session:
@@ -396,8 +413,61 @@ def _matching(
             ).all()
             if not batch:
                 return
-            yield from batch
+            if redaction.restricted and redaction.hidden:
+                yield from (_redacted_row(row, redaction) for row in batch)
+            else:
+                yield from batch
             after = batch[-1].id
+
+
+def _redacted_row(row: Any, redaction: HoneytokenRedaction) -> Any:
+    """A row of the export with its details and object id as a restricted reader sees
+    them (the row itself is immutable; a namespace with the same attributes stands in)."""
+    values = dict(row._mapping)
+    values["details"] = redaction.evidence(values["details"]) if values["details"] else None
+    values["object_id"] = redaction.value(values["object_id"])
+    return SimpleNamespace(**values)
+
+
+@dataclass(frozen=True)
+class ShownEvent:
+    """An audit event as one reader may see it: its details and object id with honeytoken
+    ids replaced by the marker for a reader without ``honeytokens:manage``."""
+
+    event: AuditEvent
+    details: dict[str, Any]
+    object_id: str | None
+
+    def document(self) -> dict[str, Any]:
+        """As the API lists it (the fields of ``core.schemas.AuditEventPublic``)."""
+        return {
+            **{c: getattr(self.event, c) for c in EVENT_COLUMNS},
+            "details": self.details,
+            "object_id": self.object_id,
+        }
+
+
+def shown_events(
+    session: Session, principal: Principal, flt: AuditFilter, *, limit: int, offset: int
+) -> tuple[list[ShownEvent], int]:
+    """A page of audit events (newest first) as ``principal`` may see them: for a reader
+    without ``honeytokens:manage`` every honeytoken id in an event's details or object id
+    reads as the marker, and a filter by a honeytoken's id (``object_id``) answers as for
+    an id no event names: nothing. Used by the console browser and ``GET
+    /api/v1/audit-events``."""
+    service = AuditService(session, principal)
+    if flt.object_id and not principal.can(Permission.HONEYTOKENS_MANAGE):
+        service.list_events(flt, limit=0, offset=0)  # authorises and checks the filter
+        if redaction_for(session, principal, refs=[flt.object_id]).hides(flt.object_id):
+            return [], 0
+    rows, total = service.list_events(flt, limit=limit, offset=offset)
+    shown = redaction_for(
+        session,
+        principal,
+        evidence=[e.details for e in rows],
+        refs=[e.object_id for e in rows if e.object_id],
+    )
+    return [ShownEvent(e, shown.evidence(e.details), shown.value(e.object_id)) for e in rows], total
 
 
 def _csv_body(rows: Iterator[Any]) -> Iterator[bytes]:

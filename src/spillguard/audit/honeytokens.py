@@ -44,7 +44,7 @@ from spillguard.core.db import utcnow
 from spillguard.core.keys import KeyRing
 from spillguard.core.roles import Permission, Principal
 from spillguard.customers.edm import FieldHasher
-from spillguard.customers.honeytokens import email_digest, honeytoken_ids
+from spillguard.customers.honeytokens import all_honeytoken_ids, email_digest, honeytoken_ids
 from spillguard.customers.models import MAX_EXTERNAL_ID, Customer, HoneytokenCustomer
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ __all__ = [
     "redact_evidence",
     "redact_refs",
     "redaction_for",
+    "redaction_of_all",
 ]
 
 DETECTOR = "honeytoken"
@@ -440,6 +441,17 @@ class HoneytokenRedaction:
         """Customer ids to show."""
         return redact_refs(refs, self.hidden) if self.restricted else list(refs)
 
+    def value(self, value: str | None) -> str | None:
+        """One id to show (an audit event's ``object_id``): the marker if hidden."""
+        if self.restricted and value is not None and value in self.hidden:
+            return HONEYTOKEN_MARKER
+        return value
+
+    def hides(self, value: str | None) -> bool:
+        """Whether ``value`` is a honeytoken id this principal may not learn about (a
+        filter by it must answer as for an id nobody touched)."""
+        return self.restricted and value is not None and value in self.hidden
+
 
 def redaction_for(
     session: Session,
@@ -457,3 +469,13 @@ def redaction_for(
     candidates = {s for s in candidates if 0 < len(s) <= MAX_EXTERNAL_ID}
     found = honeytoken_ids(session, candidates) if candidates else set()
     return HoneytokenRedaction(restricted=True, hidden=frozenset(found))
+
+
+def redaction_of_all(session: Session, principal: Principal) -> HoneytokenRedaction:
+    """The redaction for ``principal`` over anything at all (a streamed export whose rows
+    are not known in advance): every honeytoken id, retired ones included, is hidden from
+    a principal without ``honeytokens:manage``. One query; honeytokens number in the
+    hundreds or thousands, so the set is small whatever the size of the export."""
+    if principal.can(Permission.HONEYTOKENS_MANAGE):
+        return HoneytokenRedaction(restricted=False)
+    return HoneytokenRedaction(restricted=True, hidden=all_honeytoken_ids(session))

@@ -1,6 +1,7 @@
 """Honeytoken REST API (``/api/v1/honeytokens``): create honeytoken customers, list them
 (ids, batch, created, status: never values), export them as CSV for the CRM (values;
-audited) and retire them (``POST /api/v1/honeytokens/retire``). Every route needs
+audited), retire them (``POST /api/v1/honeytokens/retire``) and reactivate retired ones
+(``POST /api/v1/honeytokens/reactivate``). Every route needs
 ``honeytokens:manage``."""
 
 from __future__ import annotations
@@ -75,6 +76,28 @@ class HoneytokensRetired(BaseModel):
 
     retired: list[str]
     already_retired: list[str]
+
+
+class HoneytokenReactivate(BaseModel):
+    """The retired honeytoken customer ids to make active again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        min_length=1, max_length=MAX_RETIRE
+    )
+    phone_range: str | None = Field(
+        default=None,
+        max_length=60,
+        description="START-END their phone numbers came from, if no creation recorded it.",
+    )
+
+
+class HoneytokensReactivated(BaseModel):
+    """What a reactivate did: ids made active again, and those that were active already."""
+
+    reactivated: list[str]
+    already_active: list[str]
 
 
 def honeytoken_public(row: HoneytokenSummary) -> HoneytokenPublic:
@@ -176,3 +199,22 @@ def retire_honeytokens(
     Idempotent; an id that is not a honeytoken refuses the whole request (404)."""
     result = HoneytokenService(db, principal, keys, settings).retire(body.customer_ids)
     return HoneytokensRetired(retired=result.retired, already_retired=result.already_retired)
+
+
+@router.post("/reactivate", response_model=HoneytokensReactivated)
+def reactivate_honeytokens(
+    body: HoneytokenReactivate,
+    db: DbSession,
+    principal: ApiPrincipal,
+    keys: Keys,
+    settings: AppSettings,
+) -> HoneytokensReactivated:
+    """Reactivate retired honeytokens: their keyed hashes are rebuilt, so they alert and
+    are matched again. Idempotent; an id that is not a honeytoken refuses the whole request
+    (404); values that cannot be rebuilt, or now belong to another customer, 422."""
+    result = HoneytokenService(db, principal, keys, settings).reactivate(
+        body.customer_ids, phone_range=body.phone_range
+    )
+    return HoneytokensReactivated(
+        reactivated=result.reactivated, already_active=result.already_active
+    )

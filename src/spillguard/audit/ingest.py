@@ -57,6 +57,7 @@ from spillguard.core.keys import KeyRing
 from spillguard.core.models import AuditEvent
 from spillguard.core.roles import Permission, Principal
 from spillguard.core.settings import Settings
+from spillguard.customers.honeytokens import honeytoken_ids
 
 ACCESS_QUERY_KEY_PURPOSE = "spillguard/v1/access-query"
 MAX_BATCH = 5_000
@@ -817,6 +818,12 @@ class AccessLogService:
         ).all()
         return [(r[0], r[1]) for r in rows], total
 
+    def _hidden_honeytoken(self, customer: str) -> bool:
+        """Whether ``customer`` is a honeytoken's id this principal may not learn of."""
+        if self.principal.can(Permission.HONEYTOKENS_MANAGE):
+            return False
+        return bool(honeytoken_ids(self.session, [customer]))
+
     def events(
         self, flt: AccessEventFilter, *, limit: int, offset: int
     ) -> tuple[list[tuple[AccessEvent, str]], int]:
@@ -833,6 +840,11 @@ class AccessLogService:
                 raise InvalidInput(f"'{name}' is out of range.", field=name) from None
         if flt.since and flt.until and flt.since >= flt.until:
             raise InvalidInput("'since' must be before 'until'.")
+        if flt.customer and self._hidden_honeytoken(flt.customer):
+            # Which ids are honeytokens is for honeytokens:manage only: for anyone else a
+            # honeytoken's id answers as an id no event names (an empty page), so querying
+            # candidate ids cannot tell which one an alert's marker stands for.
+            return [], 0
         query = select(AccessEvent, AccessSource.name).join(
             AccessSource, AccessSource.id == AccessEvent.source_id
         )

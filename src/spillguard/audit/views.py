@@ -8,8 +8,8 @@
 - ``/audit/alerts``, ``/audit/alerts/{id}``: the insider-risk alert queue and triage.
 - ``/audit/actors/{actor}``: one person's daily activity against their baseline.
 - ``/audit/honeytokens``: honeytoken customers: list (ids only), create N, export as CSV
-  for loading into the CRM, retire one (``customers.honeytokens.HoneytokenService``
-  audits each).
+  for loading into the CRM, retire one or reactivate a retired one
+  (``customers.honeytokens.HoneytokenService`` audits each).
 - ``GET /api/v1/audit-events/export``: the export's API twin.
 
 Pages parse the input, call one service and render; each service checks the permission.
@@ -73,6 +73,8 @@ MESSAGES = {
     "created": "Honeytoken customers created. Export them for loading into the CRM.",
     "retired": "Honeytoken retired: it raises no new alerts and is out of exact data match; "
     "its past alerts stay.",
+    "reactivated": "Honeytoken reactivated: exact data match finds it again and any sign of "
+    "it raises an alert.",
 }
 
 ActionQuery = Annotated[str, Query(max_length=100)]
@@ -174,12 +176,11 @@ def audit_page(
 ) -> Response:
     svc = AuditBrowseService(db, remember(request, principal), keys, settings)
     flt, filters = _filters(action, actor, object_type, object_id, outcome, since, until)
-    rows, total = svc.list_events(flt, limit=PAGE_SIZE, offset=offset)
     # Ingested access events name customer ids: honeytokens among them only for managers.
-    shown = redaction_for(db, principal, evidence=[e.details for e in rows])
+    rows, total = svc.shown_events(flt, limit=PAGE_SIZE, offset=offset)
     query = urlencode({k: v for k, v in filters.items() if v})
     ctx: dict[str, Any] = {
-        "events": [(e, shown_details(shown.evidence(e.details))) for e in rows],
+        "events": [(e.event, shown_details(e.details), e.object_id) for e in rows],
         "total": total,
         "limit": PAGE_SIZE,
         "offset": offset,
@@ -589,6 +590,29 @@ def honeytokens_retire(
             request, "audit/honeytokens.html", ctx, principal=principal, status_code=exc.status
         )
     return RedirectResponse("/audit/honeytokens?done=retired", status_code=303)
+
+
+@console.post("/audit/honeytokens/reactivate", dependencies=[Csrf])
+def honeytokens_reactivate(
+    request: Request,
+    db: DbSession,
+    keys: Keys,
+    settings: AppSettings,
+    principal: ConsolePrincipal,
+    customer_id: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Reactivate one retired honeytoken (the row's button); idempotent."""
+    svc = HoneytokenService(db, remember(request, principal), keys, settings)
+    try:
+        svc.reactivate([customer_id])
+    except (InvalidInput, NotFound) as exc:
+        db.rollback()
+        ctx = _honeytokens_context(db, keys, settings, principal, 0)
+        ctx["error"] = exc.detail
+        return render(
+            request, "audit/honeytokens.html", ctx, principal=principal, status_code=exc.status
+        )
+    return RedirectResponse("/audit/honeytokens?done=reactivated", status_code=303)
 
 
 @console.post("/audit/honeytokens/export", dependencies=[Csrf])

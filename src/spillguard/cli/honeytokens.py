@@ -1,5 +1,6 @@
 """`spillguard customers honeytokens`: create honeytoken customers, list them, export them
-for loading into the CRM, retire them (docs/audit.md "Honeytokens")."""
+for loading into the CRM, retire them and reactivate retired ones (docs/audit.md
+"Honeytokens")."""
 
 from __future__ import annotations
 
@@ -177,5 +178,36 @@ def retire(
     out.print(
         f"retired {len(result.retired):,} honeytoken customers"
         + (f"; {len(result.already_retired):,} already retired" if result.already_retired else ""),
+        highlight=False,
+    )
+
+
+@app.command("reactivate")
+@one_line_errors
+def reactivate(
+    customer_ids: Annotated[
+        list[str],
+        typer.Argument(help="Retired honeytoken customer ids to reactivate.", show_default=False),
+    ],
+    phone_range: Annotated[
+        str | None,
+        typer.Option(
+            "--phone-range",
+            help="START-END the honeytokens' phone numbers came from, if neither their "
+            "creation's audit event nor the setting has it.",
+        ),
+    ] = None,
+) -> None:
+    """Make retired honeytokens active again: they alert again and exact data match finds
+    them again (their keyed hashes are rebuilt). Reactivating an active one changes
+    nothing; an id that is not a honeytoken refuses the whole command (audited)."""
+    ctx = open_context()
+    with ctx.session() as session:
+        result = HoneytokenService(session, cli_principal(), ctx.keys, ctx.settings).reactivate(
+            customer_ids, phone_range=phone_range
+        )
+    out.print(
+        f"reactivated {len(result.reactivated):,} honeytoken customers"
+        + (f"; {len(result.already_active):,} already active" if result.already_active else ""),
         highlight=False,
     )

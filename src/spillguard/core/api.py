@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from pydantic import AwareDatetime
 
-from spillguard.core.audit import AuditFilter, AuditService
+from spillguard.core.audit import AuditFilter
 from spillguard.core.deps import ApiPrincipal, AppSettings, DbSession, IdPath, Keys, Paging
 from spillguard.core.roles import ROLE_PERMISSIONS
 from spillguard.core.schemas import (
@@ -154,12 +154,13 @@ def list_audit_events(
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
 ) -> Page[AuditEventPublic]:
+    # Honeytoken ids in details read as the marker without honeytokens:manage (audit.browse).
+    from spillguard.audit.browse import shown_events
+
     flt = AuditFilter(action, actor, object_type, object_id, outcome, since, until)
-    rows, total = AuditService(db, principal).list_events(
-        flt, limit=paging.limit, offset=paging.offset
-    )
+    rows, total = shown_events(db, principal, flt, limit=paging.limit, offset=paging.offset)
     return Page(
-        items=[AuditEventPublic.model_validate(e) for e in rows],
+        items=[AuditEventPublic.model_validate(e.document()) for e in rows],
         total=total,
         limit=paging.limit,
         offset=paging.offset,

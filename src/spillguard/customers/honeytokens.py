@@ -10,14 +10,16 @@ is a critical alert (:mod:`spillguard.audit.honeytokens` raises them).
 This module is the directory side: generating believable identities that collide with
 nobody (:func:`derive_identity`, :func:`parse_phone_range`, :func:`infer_id_format`),
 and :class:`HoneytokenService` — create, list (ids only), export (values, for loading
-into the CRM) and retire, each needing ``honeytokens:manage`` and each recorded in the
-audit trail.
+into the CRM), retire and reactivate, each needing ``honeytokens:manage`` and each
+recorded in the audit trail.
 
 Retiring a honeytoken (it was found out, or the CRM dropped it) stops it alerting and
 takes it out of exact data match: its marker gets ``retired_at``, its keyed hashes are
 deleted and its directory entry is marked removed, which changes the directory's
 generation so every cached EDM index is rebuilt without it. The marker row, and so its
-past alerts and the knowledge that it was a honeytoken, stay.
+past alerts and the knowledge that it was a honeytoken, stay. Reactivating it rebuilds
+those hashes from the contact store and the key (proved by the row fingerprint the
+directory kept) and makes the entry active again.
 
 Values are derived, not random: each honeytoken's phone number and date of birth come
 from an HMAC of its customer id under a key derived from the master key, so an export
@@ -42,13 +44,13 @@ from typing import Any
 
 import phonenumbers
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from spillguard.core.audit import record_event
 from spillguard.core.db import utcnow
 from spillguard.core.errors import InvalidInput, NotFound
-from spillguard.core.keys import KeyRing
+from spillguard.core.keys import KeyPurpose, KeyRing
 from spillguard.core.models import AuditEvent
 from spillguard.core.roles import Permission, Principal
 from spillguard.core.settings import Settings
@@ -75,7 +77,9 @@ __all__ = [
     "HoneytokenSummary",
     "IdFormat",
     "PhoneRange",
+    "ReactivateResult",
     "RetireResult",
+    "all_honeytoken_ids",
     "derive_identity",
     "email_digest",
     "honeytoken_ids",
@@ -89,7 +93,7 @@ MAX_ATTEMPTS = 64
 """Draws per honeytoken before giving up (a phone range too small or too full)."""
 MAX_BATCH = 100
 MAX_RETIRE = 1000
-"""Honeytokens per retire call."""
+"""Honeytokens per retire (or reactivate) call."""
 SEED_PURPOSE = "spillguard/v1/honeytoken-seed"
 DEFAULT_PHONE_RANGE = "07700900000-07700900999"
 DEFAULT_ID_FORMAT = ("C", 7)
@@ -121,10 +125,11 @@ class HoneytokenAuditAction(StrEnum):
     LISTED = "customers:honeytokens:listed"
     EXPORTED = "customers:honeytokens:exported"
     RETIRED = "customers:honeytokens:retired"
+    REACTIVATED = "customers:honeytokens:reactivated"
 
 
 class HoneytokenNotFound(NotFound):
-    """An id given to retire is not a honeytoken customer."""
+    """An id given to retire or reactivate is not a honeytoken customer."""
 
     slug = "honeytoken-not-found"
     title = "Honeytoken not found"
@@ -341,6 +346,19 @@ def honeytoken_ids(session: Session, external_ids: Iterable[str]) -> set[str]:
     return found
 
 
+def all_honeytoken_ids(session: Session) -> frozenset[str]:
+    """The directory ids of every honeytoken customer (retired ones included): one query.
+    They number in the hundreds or thousands, so intersecting a large id list with this
+    set is cheaper than asking about the list in chunks."""
+    return frozenset(
+        session.scalars(
+            select(Customer.external_id).join(
+                HoneytokenCustomer, HoneytokenCustomer.customer_id == Customer.id
+            )
+        )
+    )
+
+
 # --- the service ------------------------------------------------------------------------------
 
 
@@ -388,6 +406,14 @@ class CreateResult:
 
 
 @dataclass(frozen=True)
+class ReactivateResult:
+    """What a reactivate did: the ids made active again and those that were active."""
+
+    reactivated: list[str]
+    already_active: list[str]
+
+
+@dataclass(frozen=True)
 class RetireResult:
     """What a retire did: the ids newly retired and those retired before (no change)."""
 
@@ -396,9 +422,9 @@ class RetireResult:
 
 
 class HoneytokenService:
-    """Creates, lists, exports and retires honeytoken customers; ``honeytokens:manage``
-    for each, and each recorded in the audit trail (counts and batch, never ids or
-    values)."""
+    """Creates, lists, exports, retires and reactivates honeytoken customers;
+    ``honeytokens:manage`` for each, and each recorded in the audit trail (counts and
+    batch, never ids or values)."""
 
     def __init__(
         self, session: Session, principal: Principal, keys: KeyRing, settings: Settings
@@ -685,37 +711,11 @@ class HoneytokenService:
         data_keys: dict[int, AESGCM] = {}
         records: list[HoneytokenRecord] = []
         for marker, customer, contact in rows:
-            key = data_keys.get(contact.data_key_id)
-            if key is None:
-                wrapped = self.session.get(CustomerDataKey, contact.data_key_id)
-                if wrapped is None:
-                    continue  # crypto-erased: nothing to export
-                key = data_keys[contact.data_key_id] = AESGCM(cipher.unwrap(wrapped.wrapped_key))
-            plain = {
-                name: ContactCipher.open(key, customer.id, name, blob) if blob else ""
-                for name, blob in (
-                    ("name", contact.name),
-                    ("email", contact.email),
-                    ("postal_address", contact.postal_address),
-                )
-            }
-            first, _, last = plain["name"].partition(" ")
-            parts = plain["postal_address"].split(", ")
-            postcode = parts[-1] if len(parts) >= 3 else ""
-            town = parts[-2] if len(parts) >= 3 else ""
-            street = ", ".join(parts[:-2]) if len(parts) >= 3 else plain["postal_address"]
+            plain = self._plain_contact(cipher, data_keys, customer, contact)
+            if plain is None:
+                continue  # crypto-erased: nothing to export
             phone = self._phone(hasher, seed_key, customer, ranges)
-            identity = HoneytokenIdentity(
-                customer_id=customer.external_id,
-                first_name=first,
-                last_name=last,
-                email=plain["email"],
-                phone=phone or "",
-                date_of_birth=derived_date_of_birth(seed_key, customer.external_id),
-                street=street,
-                town=town,
-                postcode=postcode,
-            )
+            identity = _identity_of(customer.external_id, plain, phone or "", seed_key)
             records.append(HoneytokenRecord(identity, marker.batch, phone_known=phone is not None))
         record_event(
             self.session,
@@ -742,26 +742,8 @@ class HoneytokenService:
         Recorded as one audit event in the caller's transaction (counts only).
         """
         self.principal.require(Permission.HONEYTOKENS_MANAGE)
-        wanted = list(dict.fromkeys(i.strip() for i in customer_ids if i and i.strip()))
-        if not wanted:
-            raise InvalidInput("name at least one honeytoken customer id", field="customer_ids")
-        if len(wanted) > MAX_RETIRE:
-            raise InvalidInput(f"retire at most {MAX_RETIRE} honeytokens at a time")
-        found = {
-            external_id: (marker, customer)
-            for marker, customer, external_id in self.session.execute(
-                select(HoneytokenCustomer, Customer, Customer.external_id)
-                .join(Customer, Customer.id == HoneytokenCustomer.customer_id)
-                .where(Customer.external_id.in_(wanted))
-            )
-        }
-        missing = [i for i in wanted if i not in found]
-        if missing:
-            shown = ", ".join(m[:40] for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise HoneytokenNotFound(
-                f"{len(missing)} of the ids {'is' if len(missing) == 1 else 'are'} not a "
-                f"honeytoken customer: {shown}"
-            )
+        wanted = self._wanted(customer_ids, "retire")
+        found = self._markers(wanted)
         now = utcnow()
         fresh = [i for i in wanted if found[i][0].retired_at is None]
         rows = [found[i][1].id for i in fresh]
@@ -794,6 +776,184 @@ class HoneytokenService:
         )
         return RetireResult(fresh, [i for i in wanted if i not in set(fresh)])
 
+    # reactivate ---------------------------------------------------------------------------------
+
+    def reactivate(
+        self, customer_ids: Sequence[str], *, phone_range: str | None = None
+    ) -> ReactivateResult:
+        """Make retired honeytokens active again: they alert again and exact data match
+        finds them again. The mirror of :meth:`retire`.
+
+        Retiring deleted their keyed hashes, so they are rebuilt from what is kept: name,
+        e-mail and address from the encrypted contact store, date of birth from the key,
+        and the phone number recomputed from the key over the known ranges (``phone_range``,
+        those the creations recorded, the setting's, the default) — the candidate whose
+        values give the directory entry's stored row fingerprint (an HMAC over every hash
+        and contact value, which retiring kept) is the one created, so nothing is guessed.
+        The directory entry is active again and the directory's generation changes, so no
+        cached EDM index built while it was retired is reused.
+
+        All or nothing: an id that is not a honeytoken refuses the whole call
+        (:class:`HoneytokenNotFound`); so does one whose values cannot be rebuilt, or whose
+        e-mail, phone or name now belongs to another active customer (a real customer
+        would then raise honeytoken alerts). Reactivating an active one changes nothing
+        (idempotent). One audit event in the caller's transaction (counts only).
+        """
+        self.principal.require(Permission.HONEYTOKENS_MANAGE)
+        wanted = self._wanted(customer_ids, "reactivate")
+        found = self._markers(wanted)
+        fresh = [i for i in wanted if found[i][0].retired_at is not None]
+        rebuilt = self._rebuild([found[i][1] for i in fresh], phone_range) if fresh else {}
+        if rebuilt:
+            clashing = self._colliding(
+                {
+                    external_id: {
+                        kind: set(_unpack(packed))
+                        for kind_name, packed in hashes.items()
+                        if (kind := FieldKind(kind_name)) in _UNIQUE_KINDS
+                    }
+                    for external_id, hashes in rebuilt.items()
+                }
+            )
+            if clashing:
+                raise InvalidInput(
+                    f"{len(clashing)} of the honeytokens' values now belong to another "
+                    f"customer in the directory: {', '.join(c[:40] for c in clashing[:5])}; "
+                    "leave them retired and create new ones",
+                    field="customer_ids",
+                )
+            now = utcnow()
+            rows = [found[i][1].id for i in fresh]
+            self.session.execute(
+                delete(CustomerFieldHash).where(CustomerFieldHash.customer_id.in_(rows))
+            )
+            self.session.execute(
+                insert(CustomerFieldHash),
+                [
+                    {"customer_id": found[external_id][1].id, "kind": kind, "digests": packed}
+                    for external_id, hashes in rebuilt.items()
+                    for kind, packed in hashes.items()
+                ],
+            )
+            self.session.execute(
+                update(Customer)
+                .where(Customer.id.in_(rows))
+                .values(removed_at=None, updated_at=now)
+            )
+            self.session.execute(
+                update(HoneytokenCustomer)
+                .where(HoneytokenCustomer.customer_id.in_(rows))
+                .values(retired_at=None)
+            )
+        record_event(
+            self.session,
+            self.principal,
+            HoneytokenAuditAction.REACTIVATED,
+            object_type="honeytokens",
+            details={
+                "requested": len(wanted),
+                "reactivated": len(fresh),
+                "already_active": len(wanted) - len(fresh),
+            },
+        )
+        return ReactivateResult(fresh, [i for i in wanted if i not in set(fresh)])
+
+    def _wanted(self, customer_ids: Sequence[str], verb: str) -> list[str]:
+        wanted = list(dict.fromkeys(i.strip() for i in customer_ids if i and i.strip()))
+        if not wanted:
+            raise InvalidInput("name at least one honeytoken customer id", field="customer_ids")
+        if len(wanted) > MAX_RETIRE:
+            raise InvalidInput(f"{verb} at most {MAX_RETIRE} honeytokens at a time")
+        return wanted
+
+    def _markers(self, wanted: list[str]) -> dict[str, tuple[HoneytokenCustomer, Customer]]:
+        """The marker and directory entry of each id; refuses all if one is no honeytoken."""
+        found = {
+            external_id: (marker, customer)
+            for marker, customer, external_id in self.session.execute(
+                select(HoneytokenCustomer, Customer, Customer.external_id)
+                .join(Customer, Customer.id == HoneytokenCustomer.customer_id)
+                .where(Customer.external_id.in_(wanted))
+            )
+        }
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            shown = ", ".join(m[:40] for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise HoneytokenNotFound(
+                f"{len(missing)} of the ids {'is' if len(missing) == 1 else 'are'} not a "
+                f"honeytoken customer: {shown}"
+            )
+        return found
+
+    def _rebuild(
+        self, customers: Sequence[Customer], phone_range: str | None
+    ) -> dict[str, dict[str, bytes]]:
+        """The keyed hashes (packed, by kind) each retired honeytoken had, rebuilt from the
+        contact store and the key and proved by the row fingerprint; refuses all if one
+        cannot be."""
+        importer = CustomerImportService(self.session, self.principal, self.keys)
+        builder = EdmIndexBuilder(self.keys, importer.settings)
+        row_key = self.keys.derive(KeyPurpose.CUSTOMER_ROW_DIGEST)
+        seed_key = self.keys.derive(SEED_PURPOSE)
+        ranges = self._ranges(phone_range)
+        cipher = ContactCipher(self.keys)
+        data_keys: dict[int, AESGCM] = {}
+        contacts = {
+            c.customer_id: c
+            for c in self.session.scalars(
+                select(CustomerContact).where(
+                    CustomerContact.customer_id.in_([c.id for c in customers])
+                )
+            )
+        }
+        rebuilt: dict[str, dict[str, bytes]] = {}
+        lost: list[str] = []
+        for customer in customers:
+            contact = contacts.get(customer.id)
+            plain = (
+                None
+                if contact is None
+                else self._plain_contact(cipher, data_keys, customer, contact)
+            )
+            hashes = None
+            if plain is not None:
+                hashes = _matching_hashes(customer, plain, seed_key, ranges, builder, row_key)
+            if hashes is None:
+                lost.append(customer.external_id)
+            else:
+                rebuilt[customer.external_id] = hashes
+        if lost:
+            raise InvalidInput(
+                f"the values of {len(lost)} retired honeytoken(s) cannot be rebuilt "
+                f"({', '.join(i[:40] for i in lost[:5])}): give the phone range they were "
+                "created with, or create new ones",
+                field="customer_ids",
+            )
+        return rebuilt
+
+    def _plain_contact(
+        self,
+        cipher: ContactCipher,
+        data_keys: dict[int, AESGCM],
+        customer: Customer,
+        contact: CustomerContact,
+    ) -> dict[str, str] | None:
+        """Name, e-mail and postal address decrypted (None if the data key is erased)."""
+        key = data_keys.get(contact.data_key_id)
+        if key is None:
+            wrapped = self.session.get(CustomerDataKey, contact.data_key_id)
+            if wrapped is None:
+                return None
+            key = data_keys[contact.data_key_id] = AESGCM(cipher.unwrap(wrapped.wrapped_key))
+        return {
+            name: ContactCipher.open(key, customer.id, name, blob) if blob else ""
+            for name, blob in (
+                ("name", contact.name),
+                ("email", contact.email),
+                ("postal_address", contact.postal_address),
+            )
+        }
+
     def _ranges(self, given: str | None) -> list[PhoneRange]:
         """Ranges the phone numbers may come from: the one given, those recorded by the
         creations (their audit events), the setting's and the default."""
@@ -820,6 +980,51 @@ class HoneytokenService:
                 if hasher(FieldKind.PHONE, number) in stored:
                     return number
         return None
+
+
+def _identity_of(
+    customer_id: str, plain: dict[str, str], phone: str, seed_key: bytes
+) -> HoneytokenIdentity:
+    """A honeytoken's identity from its decrypted contact values (the postal address is
+    ``street, town, postcode`` as created) and its derived date of birth."""
+    first, _, last = plain["name"].partition(" ")
+    parts = plain["postal_address"].split(", ")
+    postcode = parts[-1] if len(parts) >= 3 else ""
+    town = parts[-2] if len(parts) >= 3 else ""
+    street = ", ".join(parts[:-2]) if len(parts) >= 3 else plain["postal_address"]
+    return HoneytokenIdentity(
+        customer_id=customer_id,
+        first_name=first,
+        last_name=last,
+        email=plain["email"],
+        phone=phone,
+        date_of_birth=derived_date_of_birth(seed_key, customer_id),
+        street=street,
+        town=town,
+        postcode=postcode,
+    )
+
+
+def _matching_hashes(
+    customer: Customer,
+    plain: dict[str, str],
+    seed_key: bytes,
+    ranges: Sequence[PhoneRange],
+    builder: EdmIndexBuilder,
+    row_key: bytes,
+) -> dict[str, bytes] | None:
+    """The packed hashes of the candidate identity (phone drawn at each attempt, from each
+    range: most honeytokens were drawn at the first attempt) whose row fingerprint is the
+    one stored for ``customer``; None if no candidate gives it."""
+    external_id = customer.external_id
+    for attempt in range(MAX_ATTEMPTS):
+        for phones in ranges:
+            phone = derived_phone(seed_key, external_id, attempt, phones)
+            identity = _identity_of(external_id, plain, phone, seed_key)
+            row = CustomerImportService._row_of(external_id, identity.values(), builder, row_key)
+            if hmac.compare_digest(row.fingerprint, customer.fingerprint or ""):
+                return row.hashes
+    return None
 
 
 def _status(row: HoneytokenCustomer, removed_at: datetime | None) -> str:

@@ -37,6 +37,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from spillguard.core.keys import KeyPurpose, KeyRing
+from spillguard.core.models import AuditEvent
 from spillguard.core.roles import Permission, Principal
 from spillguard.customers.edm import BuildStats, EdmIndex, EdmIndexBuilder, EdmSettings
 from spillguard.customers.models import Customer, HoneytokenCustomer, ImportRun
@@ -156,14 +157,22 @@ def load_snapshot(
     )
 
 
+HONEYTOKEN_STATE_ACTIONS = ("customers:honeytokens:retired", "customers:honeytokens:reactivated")
+"""Audit events of honeytokens leaving or re-entering exact data match
+(``customers.honeytokens.HoneytokenAuditAction``, which imports this module's users)."""
+
+
 def directory_generation(session: Session) -> str | None:
     """The directory's generation: ``<last finished import run>-<active customers>`` and,
     once customers were added or removed outside an import, ``-<all customers>``.
 
     None when no import has finished (an empty directory). A new finished run makes every
     older snapshot stale; between imports, honeytokens are created (rows added: both
-    counts grow) and retired (marked removed: the active count falls, the total stays), so
-    the pair never repeats. A few cheap queries.
+    counts grow), retired (marked removed: the active count falls, the total stays) and
+    reactivated (the active count grows back). Retiring and reactivating can bring the
+    pair back to an earlier value with other honeytokens active (retire A, retire B,
+    reactivate A), so once either happened the number of their audit events (append-only,
+    so it only grows) is added as a fourth part. A few cheap queries.
     """
     last = session.scalar(
         select(func.max(ImportRun.id)).where(ImportRun.finished_at.is_not(None))
@@ -177,6 +186,13 @@ def directory_generation(session: Session) -> str | None:
     if session.scalar(select(func.count()).select_from(HoneytokenCustomer)):
         total = session.scalar(select(func.count()).select_from(Customer))
         generation += f"-{int(total or 0)}"
+        changes = session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.action.in_(HONEYTOKEN_STATE_ACTIONS))
+        )
+        if changes:
+            generation += f"-{int(changes)}"
     return generation
 
 

@@ -56,7 +56,8 @@ Service = Annotated[IncidentService, Depends(incident_service)]
 
 
 def _public(svc: IncidentService, incident: Incident) -> IncidentPublic:
-    return IncidentPublic.of(incident, svc.clock(incident))
+    counts = svc.scope_counts(incident)
+    return IncidentPublic.of(incident, svc.clock(incident), counts.customers, counts.honeytokens)
 
 
 @router.get("", response_model=Page[IncidentPublic], summary="List incidents")

@@ -161,15 +161,30 @@ class IncidentPublic(BaseModel):
     closed_at: datetime | None
     regulator_notified_at: datetime | None
     late_reason: str | None
-    scope_customers: int = 0
+    scope_customers: int = Field(
+        default=0, description="Customers in the scope (honeytokens are not customers)."
+    )
+    scope_honeytokens: int | None = Field(
+        default=None,
+        description="Honeytoken customers in the scope; only for honeytokens:manage.",
+    )
     scope_deliveries: int = 0
     clock: BreachClockPublic | None = None
 
     @classmethod
-    def of(cls, incident: Incident, clock: BreachClock) -> IncidentPublic:
+    def of(
+        cls,
+        incident: Incident,
+        clock: BreachClock,
+        customers: int | None = None,
+        honeytokens: int | None = None,
+    ) -> IncidentPublic:
+        """``customers`` and ``honeytokens``: the scope's counts as the reader may see
+        them (``IncidentService.scope_counts``); without them every id counts."""
         scope = incident.scope or {}
         out = cls.model_validate(incident)
-        out.scope_customers = len(scope.get("customer_ids", []))
+        out.scope_customers = len(scope.get("customer_ids", [])) if customers is None else customers
+        out.scope_honeytokens = honeytokens
         out.scope_deliveries = len(scope.get("delivery_ids", []))
         out.clock = BreachClockPublic.of(clock)
         return out

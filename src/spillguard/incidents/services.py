@@ -35,6 +35,7 @@ from spillguard.core.keys import KeyRing
 from spillguard.core.models import User
 from spillguard.core.roles import ROLE_PERMISSIONS, Permission, Principal, Role
 from spillguard.core.settings import Settings
+from spillguard.customers.honeytokens import all_honeytoken_ids
 from spillguard.customers.models import Customer
 from spillguard.devices.models import Device
 from spillguard.exposure.models import Delivery, HeldDocument
@@ -190,6 +191,15 @@ def open_for_lost_device(
 
 
 @dataclass(frozen=True)
+class ScopeCounts:
+    """An insider-leak scope's size as one reader may see it: real customers, and the
+    honeytokens in it (``None`` when the reader may not know that)."""
+
+    customers: int
+    honeytokens: int | None
+
+
+@dataclass(frozen=True)
 class IncidentFilter:
     status: IncidentStatus | None = None
     open_only: bool = False
@@ -256,6 +266,15 @@ class IncidentService:
 
     def clock(self, incident: Incident, now: datetime | None = None) -> BreachClock:
         return clock_of(incident, self.settings, now)
+
+    def scope_counts(self, incident: Incident) -> ScopeCounts:
+        """How many customers the incident's scope names, honeytokens apart: they are
+        planted, not people (never counted or notified), and only ``honeytokens:manage``
+        may learn how many of them are in a scope (``None`` for everyone else)."""
+        ids = list((incident.scope or {}).get("customer_ids", []))
+        planted = len(all_honeytoken_ids(self.session).intersection(ids)) if ids else 0
+        shown = planted if self.principal.can(Permission.HONEYTOKENS_MANAGE) else None
+        return ScopeCounts(customers=len(ids) - planted, honeytokens=shown)
 
     def listing(
         self, flt: IncidentFilter, *, limit: int, offset: int
@@ -661,6 +680,7 @@ class IncidentService:
         customers and/or ledger entries. Unknown ids are refused."""
         incident = self._editable(incident_id)
         scope: dict[str, Any] = {}
+        planted = 0
         if customer_ids:
             wanted = sorted({c.strip() for c in customer_ids if c.strip()})
             if len(wanted) > MAX_SCOPE_IDS:
@@ -680,6 +700,7 @@ class IncidentService:
                     field="customer_ids",
                 )
             scope["customer_ids"] = wanted
+            planted = len(all_honeytoken_ids(self.session).intersection(wanted))
         if delivery_ids:
             wanted_d = sorted(set(delivery_ids))
             known = set(self.session.scalars(select(Delivery.id).where(Delivery.id.in_(wanted_d))))
@@ -690,14 +711,19 @@ class IncidentService:
                 )
             scope["delivery_ids"] = wanted_d
         incident.scope = scope or None
+        # Everyone who reads the incident reads this entry: honeytokens are not counted
+        # as customers and not numbered (how many is for honeytokens:manage only).
+        people = len(scope.get("customer_ids", [])) - planted
         self._log(
             incident,
             IncidentAuditAction.SCOPE_CHANGED,
             TimelineKind.ACTION,
-            f"Scope set by {self.principal.label}: {len(scope.get('customer_ids', []))} "
-            f"customer(s), {len(scope.get('delivery_ids', []))} ledger entr(ies).",
+            f"Scope set by {self.principal.label}: {people} customer(s)"
+            + (" and honeytoken customers (planted, never notified)" if planted else "")
+            + f", {len(scope.get('delivery_ids', []))} ledger entr(ies).",
             {
-                "customers": len(scope.get("customer_ids", [])),
+                "customers": people,
+                "honeytokens": planted > 0,
                 "deliveries": len(scope.get("delivery_ids", [])),
             },
         )
