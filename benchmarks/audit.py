@@ -37,6 +37,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from spillguard.audit.checkpoints import Signer
@@ -183,21 +184,32 @@ def append(
     )
 
 
-def run(url: str, count: int, proofs: int, workers: int, skip_single: bool, bulk_log: bool) -> None:
+def run(
+    url: str,
+    count: int,
+    proofs: int,
+    workers: int,
+    skip_single: bool,
+    bulk_log: bool,
+    filled: bool = False,
+) -> None:
     engine = dbmod.make_engine(url)
-    dbmod.upgrade(engine)
     factory = dbmod.make_session_factory(engine)
     keys = KeyRing(bytes(range(32)))
     settings = Settings(database_url=url, audit_checkpoint_interval_seconds=0)
     start = datetime.now(UTC) - timedelta(days=200)
-    t = time.perf_counter()
-    fill(engine, count, start, log=bulk_log)
-    what = "events, leaves and nodes (bulk, no sequencing run)" if bulk_log else "events"
-    print(
-        f"  filled {count:,} {what} in {time.perf_counter() - t:.1f} s (not timed; "
-        f"load {os.getloadavg()[0]:.2f})",
-        flush=True,
-    )
+    if filled:
+        print("  reusing the filled database", flush=True)
+    else:
+        dbmod.upgrade(engine)
+        t = time.perf_counter()
+        fill(engine, count, start, log=bulk_log)
+        what = "events, leaves and nodes (bulk, no sequencing run)" if bulk_log else "events"
+        print(
+            f"  filled {count:,} {what} in {time.perf_counter() - t:.1f} s (not timed; "
+            f"load {os.getloadavg()[0]:.2f})",
+            flush=True,
+        )
 
     if not bulk_log:
         append(factory, keys, settings, count, start)
@@ -242,6 +254,20 @@ def run(url: str, count: int, proofs: int, workers: int, skip_single: bool, bulk
     engine.dispose()
 
 
+def _filled(url: str, count: int) -> bool:
+    """Whether the database holds a complete ``--bulk-log`` fill of ``count`` events (the log
+    state is written after the events, leaves and nodes are committed)."""
+    engine = dbmod.make_engine(url)
+    try:
+        with engine.connect() as conn:
+            size = conn.scalar(text("SELECT size FROM audit_log_state"))
+    except DBAPIError:  # no schema yet: not filled
+        return False
+    finally:
+        engine.dispose()
+    return size == count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -259,22 +285,66 @@ def main() -> None:
         help="fill leaves and nodes in bulk with the events instead of timing an append",
     )
     parser.add_argument("--dir", help="where the SQLite file goes (default: a temporary dir)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --bulk-log: keep the filled database (SQLite: DIR/audit-N.db, needs --dir; "
+        "PostgreSQL: spillguard_bench_audit_N) and reuse it if it holds a complete fill",
+    )
     args = parser.parse_args()
+    if args.reuse and not (args.bulk_log and (args.dir or args.postgres)):
+        parser.error("--reuse needs --bulk-log and --dir or --postgres")
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}")
     if args.postgres:
         name = "spillguard_bench_audit"
         admin = create_engine(make_url(args.postgres), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        filled = False
+        if args.reuse:
+            name += f"_{args.events}"
+            url = make_url(args.postgres).set(database=name).render_as_string(hide_password=False)
+            with admin.connect() as conn:
+                there = conn.scalar(
+                    text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+                )
+            filled = bool(there) and _filled(url, args.events)
+        if not args.reuse or not filled:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
         url = make_url(args.postgres).set(database=name).render_as_string(hide_password=False)
         print(f"PostgreSQL, {args.events:,} events")
         try:
-            run(url, args.events, args.proofs, args.workers, args.skip_single, args.bulk_log)
+            run(
+                url,
+                args.events,
+                args.proofs,
+                args.workers,
+                args.skip_single,
+                args.bulk_log,
+                filled=args.reuse and filled,
+            )
         finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            if not args.reuse:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
+        return
+    if args.reuse:
+        path = Path(args.dir) / f"audit-{args.events}.db"
+        url = f"sqlite:///{path}"
+        filled = path.exists() and _filled(url, args.events)
+        if not filled:
+            path.unlink(missing_ok=True)
+        print(f"SQLite, {args.events:,} events, {path}")
+        run(
+            url,
+            args.events,
+            args.proofs,
+            args.workers,
+            args.skip_single,
+            args.bulk_log,
+            filled=filled,
+        )
         return
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         print(f"SQLite, {args.events:,} events")

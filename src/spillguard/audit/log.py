@@ -22,15 +22,18 @@ import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import orjson
 import structlog
-from sqlalchemy import and_, event, exists, or_, select, update
+from sqlalchemy import DateTime, and_, event, exists, or_, select, update
+from sqlalchemy.engine import processors
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from spillguard.audit.append import LogAppender
 from spillguard.audit.checkpoints import (
     Signer,
     checkpoint_body,
@@ -47,7 +50,7 @@ from spillguard.audit.merkle import (
 )
 from spillguard.audit.models import STATE_ROW, Checkpoint, LogLeaf, LogNode, LogState
 from spillguard.core.audit import canonical_bytes
-from spillguard.core.db import affected, insert_rows, transaction, utcnow
+from spillguard.core.db import affected, transaction, utcnow
 from spillguard.core.jobs import OWNER, Job, claim, finish
 from spillguard.core.keys import KeyRing
 from spillguard.core.models import AuditEvent
@@ -64,6 +67,8 @@ STRAGGLER_WINDOW = timedelta(hours=1)
 after it: its transaction's longest plausible duration. ``audit verify`` reports an event
 missing from the log that occurred earlier than this before the last run."""
 BATCH = 5000
+NEW_BATCH = 5000
+"""Events read (and leaves and nodes written) per round trip above the largest logged id."""
 LEASE_SECONDS = 600.0
 WITNESS_FILE = "audit-checkpoints.txt"
 
@@ -173,11 +178,29 @@ class EventDecoder:
 
     def __init__(self, dialect: Dialect) -> None:
         table = AuditEvent.__table__
-        processors = [
+        processors_ = [
             table.c[name].type._cached_result_processor(dialect, None) for name in EVENT_COLUMNS
         ]
-        self._processors = [(i, p) for i, p in enumerate(processors) if p is not None]
+        self._processors = [(i, p) for i, p in enumerate(processors_) if p is not None]
         self.columns = ", ".join(f'"{name}"' for name in EVENT_COLUMNS)
+        # The fast path (fast_leaf) repeats what these processors do, so it is used only
+        # where they are the ones it was written for: SQLite's text timestamps parsed by
+        # datetime.fromisoformat or psycopg's own datetimes, and json.loads for details.
+        # On PostgreSQL the details are read as text (``fast_columns``) and json.loads
+        # is what psycopg would apply to the same UTF-8 text.
+        impl = DateTime(timezone=True)._cached_result_processor(dialect, None)
+        self._text_times = impl is processors.str_to_datetime
+        self.fast = (
+            getattr(dialect, "_json_deserializer", None) is None
+            and (self._text_times or impl is None)
+            and dialect.name in {"sqlite", "postgresql"}
+        )
+        self._details_text = dialect.name == "postgresql"
+        self.fast_columns = ", ".join(
+            '"details"::text' if name == "details" and self._details_text else f'"{name}"'
+            for name in EVENT_COLUMNS
+        )
+        self._scalars = frozenset((str, int, type(None), str if self._text_times else datetime))
 
     def leaf(self, raw: Sequence[Any]) -> bytes:
         """The leaf hash of one event from its raw values."""
@@ -192,6 +215,98 @@ class EventDecoder:
         for i, process in self._processors:
             values[i] = process(values[i])
         return dict(zip(EVENT_COLUMNS, values, strict=True))
+
+    def fast_leaf(self, raw: Sequence[Any]) -> bytes | None:
+        """The leaf hash of one event from values read with :attr:`fast_columns`, or None.
+
+        None means the values are outside what this path is proven (and tested) to
+        encode exactly as ``canonical_bytes`` does: a float anywhere (orjson writes some
+        differently), a type other than str/int/None, an int beyond 64 bits, a lone
+        surrogate, a timestamp or details text the standard parsers reject. The caller
+        then takes :meth:`text_leaf`, the processors' way.
+        """
+        if not self.fast or not self._scalars.issuperset(map(type, raw)):
+            return None
+        (id_, when, action, outcome, actor_type, actor_id, actor_label) = raw[:7]
+        (object_type, object_id, source_ip, request_id, details) = raw[7:]
+        try:
+            if self._text_times:
+                if type(when) is not str:
+                    return None
+                when = _fromisoformat(when)  # = SQLAlchemy's str_to_datetime
+            elif type(when) is not datetime:
+                return None
+            if type(details) is not str:
+                return None
+            # json.loads(details) without its Python wrappers: the same C scanner from
+            # the first character, and all of the text consumed (else let json.loads
+            # decide: leading or trailing white space, or an error)
+            value, end = _scan(details, 0)
+            if end != len(details):
+                return None
+            # = UTCDateTime.process_result_value, then isoformat as canonical_bytes does
+            # (a naive time made UTC prints as itself plus "+00:00")
+            if when.tzinfo is None:
+                occurred_at = when.isoformat() + "+00:00"
+            else:
+                occurred_at = when.astimezone(UTC).isoformat()
+        except (ValueError, StopIteration, OverflowError):  # the processors raise too
+            return None
+        if type(value) is dict:
+            if not _JSON_SCALARS.issuperset(map(type, value.values())) and not _plain_json(value):
+                return None
+        elif not _plain_json(value):
+            return None
+        body = {  # the keys of canonical_bytes, already in order; orjson sorts details
+            "action": action,
+            "actor_id": actor_id,
+            "actor_label": actor_label,
+            "actor_type": actor_type,
+            "details": value,
+            "id": id_,
+            "object_id": object_id,
+            "object_type": object_type,
+            "occurred_at": occurred_at,
+            "outcome": outcome,
+            "request_id": request_id,
+            "source_ip": source_ip,
+        }
+        try:
+            data = _dumps(body, option=_SORT_KEYS)
+        except orjson.JSONEncodeError:  # an int beyond 64 bits, a lone surrogate
+            return None
+        return _sha256(b"\x00" + data).digest()
+
+    def text_leaf(self, raw: Sequence[Any]) -> bytes:
+        """The leaf from values read with :attr:`fast_columns`, through the processors."""
+        if self._details_text:
+            values = list(raw)
+            values[-1] = None if raw[-1] is None else json.loads(raw[-1])
+            return self.leaf(values)
+        return self.leaf(raw)
+
+
+_fromisoformat = datetime.fromisoformat
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # = json.loads
+_dumps = orjson.dumps
+_SORT_KEYS = orjson.OPT_SORT_KEYS
+_JSON_SCALARS = frozenset((str, int, bool, type(None)))
+
+
+def _plain_json(value: Any) -> bool:
+    """Whether a json.loads value holds only dicts, lists, str, int, bool and None.
+
+    orjson writes those exactly as ``json.dumps(sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)`` does (tests/unit/audit/test_verify_fast.py); not floats.
+    """
+    kind = type(value)
+    if kind in _JSON_SCALARS:
+        return True
+    if kind is dict:
+        return all(_plain_json(v) for v in value.values())
+    if kind is list:
+        return all(_plain_json(v) for v in value)
+    return False
 
 
 def read_nodes(session: Session, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
@@ -299,49 +414,64 @@ def append_pending(session: Session, *, now: datetime, sweep: bool = False) -> t
     ``sweep`` considers every event, however old (``spillguard audit sequence --sweep``);
     otherwise only events above the largest logged id and those that occurred up to
     :data:`STRAGGLER_WINDOW` before the previous run.
+
+    Two passes, in id order: first the stragglers, events at or below the largest logged
+    id (``max_event_id``) that are not in the log, found with an anti-join on the leaves;
+    then every event above ``max_event_id``, none of which can be in the log, read
+    without one (audit.append, raw DBAPI rows). Every straggler's id is below every new
+    event's, so the order is the one a single "unlogged, by id" query gives.
     """
     state = get_state(session)
     start_size = state.size
     tree = CompactRange(state.size, split_frontier(state.frontier))
     max_id = state.max_event_id
     events = AuditEvent.__table__
-    unlogged = ~exists(select(LogLeaf.position).where(LogLeaf.event_id == events.c.id))
-    if sweep or state.last_run_at is None:
-        window = events.c.id > 0
-    else:
-        window = or_(
-            events.c.id > state.max_event_id,
-            events.c.occurred_at >= state.last_run_at - STRAGGLER_WINDOW,
-        )
-    after = 0
-    appended = 0
+    conn = session.connection()  # Core rows, raw DBAPI rows: the ORM layer adds nothing here
+    decoder = EventDecoder(conn.dialect)
+    appender = LogAppender(conn, decoder.fast_columns, now)
+    sequenced_at = appender.sequenced_at
     sha256 = _sha256
-    conn = session.connection()  # Core rows and executemany: the ORM layer adds nothing here
-    while True:
-        rows = conn.execute(
-            select(*(events.c[name] for name in EVENT_COLUMNS))
-            .where(window, unlogged, events.c.id > after)
-            .order_by(events.c.id)
-            .limit(BATCH)
-        ).all()
-        if not rows:
-            break
-        leaves: list[dict[str, Any]] = []
-        nodes: list[dict[str, Any]] = []
-        for row in rows:
-            # = event_leaf(row): the same values, canonical_values instead of the dict
-            h = sha256(b"\x00" + canonical_values(*row)).digest()
-            position = tree.size
-            for level, index, node_hash in tree.extend_one(h):
-                nodes.append({"level": level, "index": index, "hash": node_hash})
-            leaves.append(
-                {"position": position, "event_id": row[0], "leaf_hash": h, "sequenced_at": now}
+    appended = 0
+
+    def extend(ids_and_leaves: Iterable[tuple[int, bytes]]) -> None:
+        nonlocal appended
+        leaves: list[tuple[int, int, bytes, Any]] = []
+        nodes: list[tuple[int, int, bytes]] = []
+        extend_one = tree.extend_one
+        for event_id, h in ids_and_leaves:
+            leaves.append((tree.size, event_id, h, sequenced_at))
+            nodes += extend_one(h)
+        appender.write(leaves, nodes)
+        appended += len(leaves)
+
+    if max_id > 0:
+        unlogged = ~exists(select(LogLeaf.position).where(LogLeaf.event_id == events.c.id))
+        if sweep or state.last_run_at is None:
+            window = events.c.id <= max_id
+        else:
+            window = and_(
+                events.c.id <= max_id,
+                events.c.occurred_at >= state.last_run_at - STRAGGLER_WINDOW,
             )
-        max_id = max(max_id, rows[-1][0])  # ids ascend
-        insert_rows(conn, LogLeaf.__table__, leaves)
-        insert_rows(conn, LogNode.__table__, nodes)
-        appended += len(rows)
-        after = rows[-1][0]
+        after = 0
+        while True:
+            rows = conn.execute(
+                select(*(events.c[name] for name in EVENT_COLUMNS))
+                .where(window, unlogged, events.c.id > after)
+                .order_by(events.c.id)
+                .limit(BATCH)
+            ).all()
+            if not rows:
+                break
+            # = event_leaf(row): the same values, canonical_values instead of the dict
+            extend((row[0], sha256(b"\x00" + canonical_values(*row)).digest()) for row in rows)
+            after = rows[-1][0]
+
+    # The leaf as verify computes it: the proven fast path, else the processors' way.
+    fast_leaf, text_leaf = decoder.fast_leaf, decoder.text_leaf
+    for raw in appender.events_above(max_id, NEW_BATCH):
+        extend((row[0], fast_leaf(row) or text_leaf(row)) for row in raw)
+        max_id = raw[-1][0]  # ids ascend
     done = session.execute(
         update(LogState)
         .where(LogState.id == STATE_ROW, LogState.size == start_size)

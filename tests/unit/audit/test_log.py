@@ -370,26 +370,61 @@ def test_an_edit_with_a_recomputed_leaf_is_caught_by_the_nodes_and_checkpoints(
         verify_log(db, Signer(keys).key)
 
 
-def drop_event_foreign_key(db: Session) -> None:
-    """What an attacker with database access does first: the FK refuses the delete."""
+GUARD = "audit_events_logged_guard"
+
+
+def drop_delete_guard(db: Session) -> list[str]:
+    """What an attacker with database access does first: the guard refuses the delete.
+    Returns what restores it."""
     if db.get_bind().dialect.name == "postgresql":
-        db.execute(
-            text(
-                "ALTER TABLE audit_log_leaves "
-                "DROP CONSTRAINT fk_audit_log_leaves_event_id_audit_events"
-            )
+        db.execute(text(f"ALTER TABLE audit_events DISABLE TRIGGER {GUARD}"))
+        return [f"ALTER TABLE audit_events ENABLE TRIGGER {GUARD}"]
+    saved = list(
+        db.scalars(
+            text("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE :n"),
+            {"n": f"{GUARD}%"},
         )
-    else:
-        db.commit()
-        db.execute(text("PRAGMA foreign_keys=OFF"))
+    )
+    assert len(saved) == 2  # the delete and the update triggers of migration 0009
+    for name in (f"{GUARD}_delete", f"{GUARD}_update"):
+        db.execute(text(f"DROP TRIGGER {name}"))
+    return saved
+
+
+def restore_delete_guard(db: Session, restore: list[str]) -> None:
+    """Put the guard back for the tests that share this database."""
+    db.rollback()
+    for statement in restore:
+        db.execute(text(statement))
+    db.commit()
+
+
+def test_a_logged_event_cannot_be_deleted_or_renumbered(db: Session, logged: list[int]) -> None:
+    victim = logged[21]
+    with pytest.raises(IntegrityError, match="is in the tamper-evident log"):
+        db.execute(delete(AuditEvent).where(AuditEvent.id == victim))
+    db.rollback()
+    with pytest.raises(IntegrityError, match="is in the tamper-evident log"):
+        db.execute(update(AuditEvent).where(AuditEvent.id == victim).values(id=victim + 10**6))
+    db.rollback()
+    # Other columns of a logged event are not the guard's business (verify catches edits),
+    # and an event not (yet) in the log can go.
+    db.execute(update(AuditEvent).where(AuditEvent.id == victim).values(outcome="failure"))
+    db.rollback()
+    unlogged = AuditEvent(action="core:user:created", actor_type="system")
+    db.add(unlogged)
+    db.commit()
+    db.execute(delete(AuditEvent).where(AuditEvent.id == unlogged.id))
+    db.commit()
+    assert db.get(AuditEvent, victim) is not None
 
 
 def test_a_deleted_event_row_is_found(db: Session, keys: KeyRing, logged: list[int]) -> None:
     victim = logged[21]
-    with pytest.raises(IntegrityError, match=r"(?i)foreign key"):
+    with pytest.raises(IntegrityError, match="is in the tamper-evident log"):
         db.execute(delete(AuditEvent).where(AuditEvent.id == victim))
     db.rollback()
-    drop_event_foreign_key(db)
+    restore = drop_delete_guard(db)
     try:
         db.execute(delete(AuditEvent).where(AuditEvent.id == victim))
         db.commit()
@@ -399,24 +434,7 @@ def test_a_deleted_event_row_is_found(db: Session, keys: KeyRing, logged: list[i
             f"position 21 (event {victim}): the event row is missing (deleted?)"
         )
     finally:
-        restore_event_foreign_key(db)
-
-
-def restore_event_foreign_key(db: Session) -> None:
-    """Put the constraint back for the tests that share this database (the schema check
-    among them). NOT VALID: the leaf whose event was deleted still points at nothing."""
-    db.rollback()
-    if db.get_bind().dialect.name == "postgresql":
-        db.execute(
-            text(
-                "ALTER TABLE audit_log_leaves ADD CONSTRAINT "
-                "fk_audit_log_leaves_event_id_audit_events FOREIGN KEY (event_id) "
-                "REFERENCES audit_events (id) ON DELETE RESTRICT NOT VALID"
-            )
-        )
-        db.commit()
-    else:
-        db.execute(text("PRAGMA foreign_keys=ON"))
+        restore_delete_guard(db, restore)
 
 
 def test_a_truncated_log_is_found(

@@ -3,6 +3,9 @@
 * ``canonical_values`` is byte-identical to ``canonical_bytes`` on odd values
   (hypothesis): unicode, None, big ints, bools, floats, nested details, timestamps with
   and without microseconds;
+* ``EventDecoder.fast_leaf`` (orjson, the JSON scanner, no processors) either declines or
+  gives the leaf of the processors' values, on SQLite-like and PostgreSQL-like raw values
+  (hypothesis, timestamps and details texts odd or malformed);
 * ``EventDecoder`` on raw DBAPI rows gives the leaf ``canonical_bytes`` gives on the ORM
   object, on SQLite and PostgreSQL, and the sequencer stores exactly those leaves;
 * ``verify_log`` with worker processes reports what one process reports, for an intact
@@ -11,11 +14,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from faker import Faker
@@ -23,6 +28,7 @@ from fastapi import FastAPI
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from spillguard.audit import merkle, verify
@@ -156,6 +162,174 @@ def test_canonical_values_on_hand_picked_values() -> None:
             assert canonical_values(*values) == canonical_bytes(event)  # type: ignore[arg-type]
 
 
+# --- fast_leaf against the processors ----------------------------------------------------
+
+SQLITE = EventDecoder(sqlite.dialect())
+POSTGRES = EventDecoder(postgresql.dialect())  # psycopg's dialect is the one in use; same types
+
+
+_SQLITE_BIND = sqlite.DATETIME().bind_processor(sqlite.dialect())
+
+
+def _sqlite_text(when: datetime) -> str:
+    """A timestamp as SQLAlchemy writes it to SQLite (UTCDateTime: in UTC, then naive)."""
+    assert _SQLITE_BIND is not None
+    naive = when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+    return str(_SQLITE_BIND(naive))
+
+
+IN_UTC_TOO = st.datetimes(timezones=ZONES).filter(lambda d: 1 < d.year < 9999)  # any zone
+STORED_TIMES = IN_UTC_TOO.map(_sqlite_text)
+ODD_TIMES = st.one_of(
+    STORED_TIMES,
+    STORED_TIMES,
+    st.datetimes(timezones=ZONES).map(lambda d: d.isoformat()),  # "T", offsets
+    st.datetimes(timezones=ZONES).map(lambda d: d.isoformat(sep=" ", timespec="seconds")),
+    st.sampled_from(
+        [
+            "2026-02-30 10:00:00.000000",  # no such day
+            "2026-W10-1 10:00:00.000000",  # ISO week date, same length
+            "2026-12-03 24:00:00.000000",
+            " 2026-12-03 10:00:00.000000",
+            "2026-12-03",
+            "",
+        ]
+    ),
+    ANY_TEXT,
+)
+PLAIN_DETAILS = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | PLAIN_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(PLAIN_TEXT, inner, max_size=4),
+    max_leaves=10,
+)
+
+
+def _details_texts(value: Any) -> st.SearchStrategy[str]:
+    return st.sampled_from(
+        [
+            json.dumps(value),  # what SQLAlchemy stores
+            json.dumps(value, ensure_ascii=False),
+            json.dumps(value, separators=(",", ":"), sort_keys=True),
+            " " + json.dumps(value),
+            json.dumps(value) + "\n",
+            json.dumps(value)[:-1],  # cut short
+            json.dumps(value) + "]",  # more after the value
+            json.dumps(value) * 2,
+        ]
+    )
+
+
+# Floats orjson writes unlike json.dumps (exponents), and a few it writes alike.
+FLOATS = st.sampled_from([1e-05, 1e16, 1e22, 5e-324, -0.0, 2.5e-07, 0.1]) | st.floats()
+
+
+DETAILS_TEXTS = st.one_of(
+    PLAIN_DETAILS.flatmap(_details_texts),
+    JSON_VALUES.flatmap(_details_texts),  # floats, NaN, big ints, lone surrogates
+    st.dictionaries(PLAIN_TEXT, FLOATS | st.lists(FLOATS, max_size=2), min_size=1).flatmap(
+        _details_texts
+    ),
+    ANY_TEXT,
+)
+SCALAR_FIELD = st.one_of(st.none(), PLAIN_TEXT, ANY_TEXT, st.integers(), st.floats(), st.booleans())
+
+
+def _reference(decoder: EventDecoder, raw: list[Any], details_text: bool) -> Any:
+    """The leaf the processors and canonical_bytes give, or the exception they raise."""
+
+    def build() -> bytes:
+        values = list(raw)
+        if details_text:  # psycopg would have applied json.loads to the JSON column
+            values[-1] = json.loads(values[-1])
+        decoded = decoder.decode(values)
+        return merkle.leaf_hash(canonical_bytes(SimpleNamespace(**decoded)))  # type: ignore[arg-type]
+
+    return _outcome(build)
+
+
+# Mostly what the application writes, with at most one odd value in a random column, so
+# that the fast path is taken often enough for a wrong leaf to show.
+PLAIN_ROWS = st.tuples(
+    st.integers(min_value=1, max_value=2**63 - 1),
+    st.lists(st.one_of(st.none(), PLAIN_TEXT), min_size=9, max_size=9),
+    st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+)
+ODD_VALUE = st.one_of(st.none(), st.tuples(st.integers(0, 10), SCALAR_FIELD))
+
+
+def _row(plain: tuple[int, list[Any], Any], when: Any, details: str, odd: Any) -> list[Any]:
+    id_, texts, actor_id = plain
+    raw = [id_, when, *texts[:3], actor_id, *texts[3:8], details]
+    if odd is not None:
+        column, value = odd
+        raw[column if column != 1 else 11] = value
+    return raw
+
+
+@settings(max_examples=1000, deadline=None)
+@given(plain=PLAIN_ROWS, when=ODD_TIMES, details=DETAILS_TEXTS, odd=ODD_VALUE)
+def test_fast_leaf_on_sqlite_values_is_the_processors_leaf_or_declines(
+    plain: tuple[int, list[Any], Any], when: str, details: str, odd: Any
+) -> None:
+    raw = _row(plain, when, details, odd)
+    fast = SQLITE.fast_leaf(raw)
+    if fast is not None:  # never a leaf the plain path would not give
+        assert fast == _reference(SQLITE, raw, details_text=False)
+        assert fast == SQLITE.text_leaf(raw)
+
+
+PG_TIMES = st.one_of(
+    st.datetimes(timezones=st.sampled_from([UTC, ZoneInfo("Etc/UTC"), ZoneInfo("Europe/London")])),
+    st.datetimes(timezones=ZONES),
+    SCALAR_FIELD,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(plain=PLAIN_ROWS, when=PG_TIMES, details=DETAILS_TEXTS, odd=ODD_VALUE)
+def test_fast_leaf_on_postgres_values_is_the_processors_leaf_or_declines(
+    plain: tuple[int, list[Any], Any], when: Any, details: str, odd: Any
+) -> None:
+    raw = _row(plain, when, details, odd)
+    fast = POSTGRES.fast_leaf(raw)
+    if fast is not None:
+        assert fast == _reference(POSTGRES, raw, details_text=True)
+        assert fast == POSTGRES.text_leaf(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    id_=st.integers(min_value=1, max_value=2**63 - 1),
+    when=IN_UTC_TOO,
+    texts=st.lists(st.one_of(st.none(), PLAIN_TEXT), min_size=8, max_size=8),
+    actor_id=st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+    details=st.dictionaries(PLAIN_TEXT, PLAIN_DETAILS, max_size=5),
+)
+def test_fast_leaf_takes_the_values_the_application_writes(
+    id_: int, when: datetime, texts: list[Any], actor_id: int | None, details: Any
+) -> None:
+    """Plain events (no floats, text without lone surrogates) go the fast way, both DBs."""
+    action, outcome, actor_type, label, object_type, object_id, ip, request = texts
+    rest = [action, outcome, actor_type, actor_id, label, object_type, object_id, ip, request]
+    text = json.dumps(details)
+    on_sqlite = [id_, _sqlite_text(when), *rest, text]
+    on_postgres = [id_, when.astimezone(ZoneInfo("Etc/UTC")) if when.tzinfo else when, *rest, text]
+    assert SQLITE.fast_leaf(on_sqlite) == _reference(SQLITE, on_sqlite, details_text=False)
+    assert POSTGRES.fast_leaf(on_postgres) == _reference(POSTGRES, on_postgres, details_text=True)
+
+
+def test_fast_leaf_declines_what_orjson_writes_differently() -> None:
+    base = [7, "2026-12-03 09:00:00.000001", "a", "success", "user", None, None, None, None]
+    base += [None, None]
+    for details in ({"f": 1e-05}, {"n": [{"x": 0.5}]}, {"big": 2**64}, {"nan": math.nan}, 1.5):
+        raw = [*base, json.dumps(details)]
+        assert SQLITE.fast_leaf(raw) is None
+        assert SQLITE.text_leaf(raw) == _reference(SQLITE, raw, details_text=False)
+    assert SQLITE.fast_leaf([*base, '"\\ud800"']) is None  # a lone surrogate
+    assert SQLITE.fast_leaf([*base[:5], 1.5, *base[6:], "{}"]) is None  # a float column
+    assert SQLITE.fast_leaf([*base, "{}"]) == _reference(SQLITE, [*base, "{}"], False)
+
+
 # --- raw rows on both databases ------------------------------------------------------
 
 
@@ -213,7 +387,56 @@ def test_raw_rows_give_the_orm_objects_leaves_and_the_sequencer_stores_them(
         assert decoder.decode(row) == {name: getattr(event, name) for name in EVENT_COLUMNS}
         stored = db.scalar(select(LogLeaf.leaf_hash).where(LogLeaf.event_id == row[0]))
         assert stored == expected == event_leaf(event)
+    # What verify_log reads: the fast leaf where the values allow it (no floats), else
+    # text_leaf; both the ORM object's leaf.
+    cursor = driver.cursor(binary=True) if binary else driver.cursor()
+    cursor.execute(f"SELECT {decoder.fast_columns} FROM audit_events ORDER BY id")
+    fast_rows = cursor.fetchall()
+    cursor.close()
+    taken = 0
+    for row in fast_rows:
+        event = db.get(AuditEvent, row[0])
+        assert event is not None
+        fast = decoder.fast_leaf(row)
+        assert decoder.text_leaf(row) == event_leaf(event)
+        if fast is not None:
+            assert fast == event_leaf(event)
+            taken += 1
+        else:
+            assert "f" in event.details  # ODD_DETAILS[1] holds the one float, 0.1
+    assert taken == len(ids) - 3
     verify_log(db, Signer(keys).key)
+
+
+def test_an_edit_the_fast_path_declines_is_still_reported(
+    app: FastAPI, db: Session, keys: KeyRing, settings: Settings
+) -> None:
+    ids = _odd_events(db)
+    with transaction(app.state.session_factory) as session:
+        sequence(session, keys, settings)
+    verify_log(db, Signer(keys).key)  # floats in some details: verified the plain way
+    db.execute(update(AuditEvent).where(AuditEvent.id == ids[5]).values(details={"f": 1e-05}))
+    db.commit()
+    with pytest.raises(Tampered, match=f"\\(event {ids[5]}\\): leaf does not match"):
+        verify_log(db, Signer(keys).key)
+
+
+def test_events_are_read_in_runs_of_close_ids(db: Session) -> None:
+    """Late-committed events sit at positions far from their ids: each run is read."""
+    ids = [e.id for e in (record_event(db, SYSTEM, AuditAction.USER_CREATED) for _ in range(6))]
+    db.commit()
+    conn = db.connection()
+    decoder = EventDecoder(conn.dialect)
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = f'SELECT {decoder.fast_columns} FROM audit_events WHERE "id" >= {mark} AND "id" <= {mark}'
+    cursor = driver.cursor()
+    wanted = [ids[5], ids[0], ids[3], 10**15]  # out of order, and one that does not exist
+    found = verify._events_of(cursor, sql, wanted, 1)  # runs of ids less than 2 apart
+    cursor.close()
+    assert sorted(found) == sorted(ids[i] for i in (0, 3, 5))
+    assert all(found[i][0] == i for i in found)
 
 
 # --- worker processes ------------------------------------------------------------------
