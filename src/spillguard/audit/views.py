@@ -569,6 +569,30 @@ def honeytokens_create(
     return RedirectResponse("/audit/honeytokens?done=created", status_code=303)
 
 
+def _change_honeytoken(
+    request: Request,
+    db: Session,
+    keys: KeyRing,
+    settings: Settings,
+    principal: Principal,
+    customer_id: str,
+    done: str,
+) -> Response:
+    """Retire or reactivate one honeytoken from its row's button; back to the list."""
+    svc = HoneytokenService(db, remember(request, principal), keys, settings)
+    change = svc.retire if done == "retired" else svc.reactivate
+    try:
+        change([customer_id])
+    except (InvalidInput, NotFound) as exc:
+        db.rollback()
+        ctx = _honeytokens_context(db, keys, settings, principal, 0)
+        ctx["error"] = exc.detail
+        return render(
+            request, "audit/honeytokens.html", ctx, principal=principal, status_code=exc.status
+        )
+    return RedirectResponse(f"/audit/honeytokens?done={done}", status_code=303)
+
+
 @console.post("/audit/honeytokens/retire", dependencies=[Csrf])
 def honeytokens_retire(
     request: Request,
@@ -579,17 +603,7 @@ def honeytokens_retire(
     customer_id: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """Retire one honeytoken (the row's button); idempotent."""
-    svc = HoneytokenService(db, remember(request, principal), keys, settings)
-    try:
-        svc.retire([customer_id])
-    except (InvalidInput, NotFound) as exc:
-        db.rollback()
-        ctx = _honeytokens_context(db, keys, settings, principal, 0)
-        ctx["error"] = exc.detail
-        return render(
-            request, "audit/honeytokens.html", ctx, principal=principal, status_code=exc.status
-        )
-    return RedirectResponse("/audit/honeytokens?done=retired", status_code=303)
+    return _change_honeytoken(request, db, keys, settings, principal, customer_id, "retired")
 
 
 @console.post("/audit/honeytokens/reactivate", dependencies=[Csrf])
@@ -602,17 +616,7 @@ def honeytokens_reactivate(
     customer_id: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """Reactivate one retired honeytoken (the row's button); idempotent."""
-    svc = HoneytokenService(db, remember(request, principal), keys, settings)
-    try:
-        svc.reactivate([customer_id])
-    except (InvalidInput, NotFound) as exc:
-        db.rollback()
-        ctx = _honeytokens_context(db, keys, settings, principal, 0)
-        ctx["error"] = exc.detail
-        return render(
-            request, "audit/honeytokens.html", ctx, principal=principal, status_code=exc.status
-        )
-    return RedirectResponse("/audit/honeytokens?done=reactivated", status_code=303)
+    return _change_honeytoken(request, db, keys, settings, principal, customer_id, "reactivated")
 
 
 @console.post("/audit/honeytokens/export", dependencies=[Csrf])
