@@ -12,7 +12,7 @@ honeytoken is retired from its row on the honeytokens page.
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from faker import Faker
@@ -33,9 +33,7 @@ from tests.factories.users import UserFactory
 fake = Faker("en_GB")
 
 
-def stage_bulk_day(
-    db: Session, settings: Settings, keys: KeyRing, actor: str | None = None
-) -> str:
+def stage_bulk_day(db: Session, settings: Settings, keys: KeyRing, actor: str | None = None) -> str:
     """Twelve days of 30 records a day, then 900 today: the volume detector's alert."""
     actor = actor or f"{fake.first_name()}.{fake.last_name()}@staff.example.co.uk".lower()
     today = datetime.now(UTC).replace(hour=11, minute=0, second=0, microsecond=0)
@@ -96,7 +94,9 @@ def test_alert_queue_to_dismissal_and_the_activity_chart(
     spike = chart.locator("[data-over=yes]")
     expect(spike).to_have_count(1)
     spike_bar = spike.locator("rect.bar").bounding_box()
-    usual_bar = chart.locator("[data-testid=chart-day]").nth(28).locator("rect.bar").bounding_box()
+    # The day before the spike (staged at 11:00 UTC, so before 11:00 the spike is yesterday).
+    day_before = date.fromisoformat(spike.get_attribute("data-day") or "") - timedelta(days=1)
+    usual_bar = chart.locator(f'[data-day="{day_before.isoformat()}"] rect.bar').bounding_box()
     assert spike_bar is not None and usual_bar is not None
     assert spike_bar["height"] > 10 * usual_bar["height"], "the spike must stand out"
     assert chart.locator("rect.band").count() >= 7

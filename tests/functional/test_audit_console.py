@@ -494,8 +494,11 @@ def test_actor_page_charts_the_days_against_the_baseline(
     svg = text.split('data-testid="activity-chart"', 1)[1].split("</svg>", 1)[0]
     days = re.findall(r'data-day="([\d-]+)" data-records="(\d+)"( data-over="yes")?', svg)
     assert len(days) == 30
-    assert days[-1] == (today.date().isoformat(), "900", ' data-over="yes"')
-    assert [int(r) for _, r, _ in days[-13:-1]] == [30] * 12
+    # Staged at 11:00 UTC: before 11:00 that is yesterday, and today's bar is empty.
+    spike = [d for d, _, _ in days].index(today.date().isoformat())
+    assert days[spike] == (today.date().isoformat(), "900", ' data-over="yes"')
+    assert [int(r) for _, r, _ in days[spike - 12 : spike]] == [30] * 12
+    assert all((r, o) == ("0", "") for _, r, o in days[spike + 1 :])
     assert 'class="band"' in svg and 'class="baseline"' in svg
     assert len(re.findall(r'data-testid="recent-row"', text)) == 13
     # The day far above the baseline raised a volume alert, listed on the page.
@@ -659,7 +662,8 @@ def test_the_chart_line_is_the_volume_detectors_threshold_not_the_band(
     if today > utcnow():
         today -= timedelta(days=1)
     quiet, loud = actor_name(), actor_name()
-    for actor, records in ((quiet, 150), (loud, 200)):
+    records_of = {quiet: 150, loud: 200}
+    for actor, records in records_of.items():
         history = [
             access_item(actor, today - timedelta(days=d), customer_ids=customer_refs(30))
             for d in range(12, 0, -1)
@@ -672,8 +676,11 @@ def test_the_chart_line_is_the_volume_detectors_threshold_not_the_band(
     for actor, over in ((quiet, False), (loud, True)):
         text = console.get(f"/audit/actors/{actor}").text
         svg = text.split('data-testid="activity-chart"', 1)[1].split("</svg>", 1)[0]
-        last = re.findall(r'data-day="[\d-]+" data-records="(\d+)"( data-over="yes")?', svg)[-1]
-        assert (last[1] == ' data-over="yes"') is over, actor
-        assert "threshold 200" in svg.rsplit("<title>", 1)[1]
+        staged = svg.split(f'data-day="{today.date().isoformat()}"', 1)[1]
+        staged = staged.split("</g>", 1)[0]
+        bar = re.match(rf' data-records="{records_of[actor]}"( data-over="yes")?>', staged)
+        assert bar is not None and (bar.group(1) is not None) is over, actor
+        assert "threshold 200" in staged.split("<title>", 1)[1]
     activity = console.get(f"/api/v1/actors/{quiet}/activity", headers=users.auth("auditor")).json()
-    assert activity["days"][-1]["threshold"] == 200 and activity["days"][-1]["records"] == 150
+    (day,) = (d for d in activity["days"] if d["day"] == today.date().isoformat())
+    assert day["threshold"] == 200 and day["records"] == 150
