@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import structlog
-from sqlalchemy import DateTime, and_, event, exists, or_, select, update
+from sqlalchemy import DateTime, and_, event, exists, select, text, update
 from sqlalchemy.engine import processors
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,7 +48,7 @@ from spillguard.audit.merkle import (
     perfect_subtrees,
     proof_from_ranges,
 )
-from spillguard.audit.models import STATE_ROW, Checkpoint, LogLeaf, LogNode, LogState
+from spillguard.audit.models import STATE_ROW, Checkpoint, LogLeaf, LogState
 from spillguard.core.audit import canonical_bytes
 from spillguard.core.db import affected, transaction, utcnow
 from spillguard.core.jobs import OWNER, Job, claim, finish
@@ -309,36 +309,48 @@ def _plain_json(value: Any) -> bool:
     return False
 
 
+# One round trip for any set of stored hashes: the leaves by position and the nodes by
+# (level, index), the wanted pairs bound as arrays (PostgreSQL) or a JSON array (SQLite)
+# so the statement text never changes. Both are joined to the primary key: PostgreSQL
+# probes it once per wanted pair (the array's length is known to the planner), SQLite
+# loops over json_each and looks each pair up (a row-value IN would scan the table).
+_READ_NODES_PG = text(
+    'SELECT 0, "position", "leaf_hash" FROM "audit_log_leaves" '
+    'WHERE "position" = ANY(CAST(:positions AS BIGINT[])) '
+    'UNION ALL SELECT n."level", n."index", n."hash" '
+    'FROM unnest(CAST(:levels AS INTEGER[]), CAST(:indexes AS BIGINT[])) AS w("level", "index") '
+    'JOIN "audit_log_nodes" AS n ON n."level" = w."level" AND n."index" = w."index"'
+)
+_READ_NODES_SQLITE = text(
+    'SELECT 0, "position", "leaf_hash" FROM "audit_log_leaves" '
+    'WHERE "position" IN (SELECT "value" FROM json_each(:positions)) '
+    'UNION ALL SELECT n."level", n."index", n."hash" FROM json_each(:nodes) AS w '
+    'JOIN "audit_log_nodes" AS n ON n."level" = w."value" ->> 0 AND n."index" = w."value" ->> 1'
+)
+
+
 def read_nodes(session: Session, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    """Fetch stored perfect-subtree hashes: level 0 from the leaves, above from the nodes."""
+    """Fetch stored perfect-subtree hashes, in one query: level 0 from the leaves, above
+    from the nodes. Pairs that are not stored are absent from the result."""
     pairs = set(wanted)
-    found: dict[tuple[int, int], bytes] = {}
-    leaves = [i for level, i in pairs if level == 0]
-    for start in range(0, len(leaves), 500):
-        for position, h in session.execute(
-            select(LogLeaf.position, LogLeaf.leaf_hash).where(
-                LogLeaf.position.in_(leaves[start : start + 500])
-            )
-        ):
-            found[(0, position)] = bytes(h)
-    by_level: dict[int, list[int]] = {}
-    for level, index in sorted(p for p in pairs if p[0] > 0):
-        by_level.setdefault(level, []).append(index)
-    if by_level:
-        # One "level = L AND index IN (…)" per level: both databases use the primary key
-        # for that (SQLite scans the table for a row-value IN).
-        for level, index, h in session.execute(
-            select(LogNode.level, LogNode.index, LogNode.hash).where(
-                or_(
-                    *(
-                        and_(LogNode.level == lv, LogNode.index.in_(ix))
-                        for lv, ix in by_level.items()
-                    )
-                )
-            )
-        ):
-            found[(level, index)] = bytes(h)
-    return found
+    positions = [i for level, i in pairs if level == 0]
+    nodes = [(level, i) for level, i in pairs if level > 0]
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(
+            _READ_NODES_PG,
+            {
+                "positions": positions,
+                "levels": [level for level, _ in nodes],
+                "indexes": [i for _, i in nodes],
+            },
+        )
+    else:
+        rows = conn.execute(
+            _READ_NODES_SQLITE,
+            {"positions": json.dumps(positions), "nodes": json.dumps(nodes)},
+        )
+    return {(level, index): bytes(h) for level, index, h in rows}
 
 
 def stored_proof(session: Session, ranges: list[Range]) -> list[bytes]:

@@ -7,14 +7,21 @@ into RFC 9457 problems and the CLI into one ``error:`` line.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from spillguard.audit.checkpoints import LogKey, Signer, origin_for
-from spillguard.audit.log import get_state, latest_checkpoint, stored_proof, stored_root, text_of
+from spillguard.audit.log import (
+    EVENT_COLUMNS,
+    get_state,
+    latest_checkpoint,
+    stored_proof,
+    text_of,
+)
 from spillguard.audit.merkle import consistency_proof_ranges, inclusion_proof_ranges
-from spillguard.audit.models import Checkpoint, LogLeaf
+from spillguard.audit.models import STATE_ROW, Checkpoint, LogLeaf, LogState
 from spillguard.core.audit import canonical_bytes
 from spillguard.core.errors import Conflict, InvalidInput, NotFound
 from spillguard.core.keys import KeyRing
@@ -69,6 +76,37 @@ class CheckpointView:
     text: str
 
 
+def _inclusion_head(checkpoint_on: ColumnElement[bool], *, with_size: bool) -> Select[Any]:
+    """One row for an inclusion proof: the event (the columns ``canonical_bytes`` reads),
+    its log position (null: not logged yet) and the checkpoint matching ``checkpoint_on``
+    (nulls: none), and with ``with_size`` the log's size; no row for an unknown event.
+    Each part is a primary-key or unique-index lookup."""
+    events, leaves, checkpoints = AuditEvent.__table__, LogLeaf.__table__, Checkpoint.__table__
+    state = LogState.__table__
+    joined = events.outerjoin(leaves, leaves.c.event_id == events.c.id).outerjoin(
+        checkpoints, checkpoint_on
+    )
+    columns = [
+        *(events.c[name] for name in EVENT_COLUMNS),
+        leaves.c.position,
+        *(checkpoints.c[name] for name in _CHECKPOINT_COLUMNS),
+    ]
+    if with_size:
+        joined = joined.outerjoin(state, state.c.id == STATE_ROW)
+        columns.append(state.c.size)
+    return select(*columns).select_from(joined).where(events.c.id == bindparam("event_id"))
+
+
+_CHECKPOINT_COLUMNS = ("tree_size", "root_hash", "created_at", "origin", "signature")
+"""What ``text_of`` reads of a checkpoint."""
+_tree_size = Checkpoint.__table__.c.tree_size
+_AT_LATEST = _inclusion_head(
+    _tree_size == select(_tree_size).order_by(_tree_size.desc()).limit(1).scalar_subquery(),
+    with_size=False,
+)
+_AT_SIZE = _inclusion_head(_tree_size == bindparam("tree_size"), with_size=True)
+
+
 class AuditLogService:
     """Checkpoints and proofs for the people allowed to read the audit trail."""
 
@@ -121,19 +159,25 @@ class AuditLogService:
         """The proof that event ``event_id`` is in the tree of ``tree_size`` entries.
 
         Without ``tree_size``, the latest checkpoint's size, and its text with the proof.
+        Two queries: the event with its position and checkpoint (:func:`_inclusion_head`),
+        then every stored hash the proof (and, with no checkpoint, the root) needs.
         """
         self.principal.require(Permission.AUDIT_VIEW)
-        event = self.session.get(AuditEvent, event_id)
-        if event is None:
+        conn = self.session.connection()
+        if tree_size is None:
+            head = conn.execute(_AT_LATEST, {"event_id": event_id}).first()
+        else:
+            head = conn.execute(_AT_SIZE, {"event_id": event_id, "tree_size": tree_size}).first()
+        if head is None:
             raise AuditEventNotFound(f"There is no audit event {event_id}.")
-        position = self.session.scalar(select(LogLeaf.position).where(LogLeaf.event_id == event_id))
+        position = head.position
         if position is None:
             raise NotYetLogged(
                 f"Audit event {event_id} has not been added to the log yet; "
                 "the sequencer adds new events within a minute."
             )
+        checkpoint = head if head.tree_size is not None else None
         if tree_size is None:
-            checkpoint = latest_checkpoint(self.session)
             if checkpoint is None or checkpoint.tree_size <= position:
                 raise NotYetLogged(
                     f"Audit event {event_id} is at position {position}, which no checkpoint "
@@ -141,26 +185,26 @@ class AuditLogService:
                 )
             tree_size = checkpoint.tree_size
         else:
-            size = self._size()
+            size = head.size or 0  # no state row yet: an empty log
             if not position < tree_size <= size:
                 raise SizeOutOfRange(
                     f"tree_size must be above the event's position {position} and at most the "
                     f"log's size {size}.",
                     field="tree_size",
                 )
-            checkpoint = self.session.scalar(
-                select(Checkpoint).where(Checkpoint.tree_size == tree_size)
-            )
-        proof = stored_proof(self.session, inclusion_proof_ranges(position, tree_size))
-        root = checkpoint.root_hash if checkpoint else stored_root(self.session, tree_size)
+        ranges = inclusion_proof_ranges(position, tree_size)
+        if checkpoint is not None:
+            proof, root = stored_proof(self.session, ranges), checkpoint.root_hash
+        else:  # the root from the stored nodes, read with the proof's
+            *proof, root = stored_proof(self.session, [*ranges, (0, tree_size)])
         return InclusionProof(
             event_id=event_id,
-            entry=canonical_bytes(event),
+            entry=canonical_bytes(cast(AuditEvent, head)),
             leaf_index=position,
             tree_size=tree_size,
             root_hash=root,
             proof=proof,
-            checkpoint=text_of(checkpoint, self.key) if checkpoint else None,
+            checkpoint=text_of(cast(Checkpoint, checkpoint), self.key) if checkpoint else None,
         )
 
     def consistency(self, first: int, second: int) -> ConsistencyProof:
@@ -173,11 +217,8 @@ class AuditLogService:
                 f"got first={first}, second={second}.",
                 field="second" if second > size else "first",
             )
-        proof = stored_proof(self.session, consistency_proof_ranges(first, second))
-        return ConsistencyProof(
-            first,
-            second,
-            stored_root(self.session, first),
-            stored_root(self.session, second),
-            proof,
+        # the proof and both roots, from one read of the stored hashes
+        *proof, first_root, second_root = stored_proof(
+            self.session, [*consistency_proof_ranges(first, second), (0, first), (0, second)]
         )
+        return ConsistencyProof(first, second, first_root, second_root, proof)
