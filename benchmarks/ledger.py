@@ -35,13 +35,15 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
 
 from spillguard.core import db as dbmod
 from spillguard.core.roles import Principal, Role
 from spillguard.customers.models import Customer
-from spillguard.exposure.ledger import Destination, NewDelivery
+from spillguard.exposure.ledger import DeliverySpec, Destination, source_ref
 from spillguard.exposure.models import Channel
-from spillguard.exposure.services import DeliveryFilter, ExposureService, record_deliveries
+from spillguard.exposure.services import DeliveryFilter, ExposureService
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -83,9 +85,39 @@ def copy_rows(engine: Engine, table: str, columns: list[str], rows: Iterator[tup
     flush()
 
 
+def owner_of(device: int, args: argparse.Namespace) -> int:
+    """The user who owns a device: four devices per user."""
+    return (device - 1) // 4 + 1
+
+
 def fill(engine: Engine, args: argparse.Namespace) -> dict[int, list[int]]:
     rng = random.Random(11)
     t = time.perf_counter()
+    owners = owner_of(args.devices, args)
+    copy_rows(
+        engine,
+        "users",
+        ["id", "email", "role", "disabled", "created_at"],
+        ((u, f"user{u}@bench.example", "viewer", False, START) for u in range(1, owners + 1)),
+    )
+    copy_rows(
+        engine,
+        "devices",
+        [
+            "id",
+            "name",
+            "platform",
+            "owner_id",
+            "credential_digest",
+            "state",
+            "enrolled_at",
+            "compliance_reasons",
+        ],
+        (
+            (d, f"phone {d}", "android", owner_of(d, args), f"{d:064x}", "active", START, "[]")
+            for d in range(1, args.devices + 1)
+        ),
+    )
     copy_rows(
         engine,
         "customers",
@@ -147,11 +179,12 @@ def fill(engine: Engine, args: argparse.Namespace) -> dict[int, list[int]]:
                 "mail",
                 "device",
                 device,
-                device,
+                owner_of(device, args),
                 cid,
                 "confidential",
                 len(named[cid]),
                 "bench",
+                source_ref("bench", f"fill-{n}"),
             )
 
     copy_rows(
@@ -169,12 +202,15 @@ def fill(engine: Engine, args: argparse.Namespace) -> dict[int, list[int]]:
             "label",
             "customer_count",
             "source_system",
+            "source_ref",
         ],
         deliveries(),
     )
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             for table, n in (
+                ("users", owners),
+                ("devices", args.devices),
                 ("customers", args.customers),
                 ("exposure_contents", args.contents),
                 ("exposure_deliveries", args.deliveries),
@@ -202,11 +238,85 @@ def timed(label: str, calls: list[Callable[[], object]]) -> None:
     )
 
 
+def ingest(factory: sessionmaker[Session], args: argparse.Namespace, rng: random.Random) -> None:
+    """POST /api/v1/exposure/deliveries as the route calls it: ``record_reported`` with
+    contents by SHA-256 and devices that must exist, one transaction per batch."""
+    recorder = Principal.system("bench-ingest")
+    batch = args.batch
+    run_id = f"{time.time_ns():x}"
+    for keyed in (True, False):
+        specs = [
+            DeliverySpec(
+                f"{rng.randrange(1, args.contents + 1):064x}",
+                Destination.device(rng.randrange(1, args.devices + 1)),
+                Channel.API,
+                None,
+                "bench-ingest",
+                source_id=f"{run_id}-{n}" if keyed else None,
+            )
+            for n in range(args.ingest)
+        ]
+        recorded = 0
+        t = time.perf_counter()
+        for start in range(0, len(specs), batch):
+            with dbmod.transaction(factory) as s:
+                outcome = ExposureService(s, recorder).record_reported(
+                    specs[start : start + batch], clock_skew=timedelta(minutes=5)
+                )
+                recorded += outcome.recorded
+        took = time.perf_counter() - t
+        how = "with source ids (deduplicated)" if keyed else "without source ids"
+        print(
+            f"  ingest {how}: {len(specs) / took:,.0f} deliveries/s "
+            f"({recorded:,} of {len(specs):,} recorded in batches of {batch:,}, {took:.1f} s)",
+            flush=True,
+        )
+        if keyed:
+            t = time.perf_counter()
+            with dbmod.transaction(factory) as s:
+                again = ExposureService(s, recorder).record_reported(
+                    specs[:batch], clock_skew=timedelta(minutes=5)
+                )
+            print(
+                f"  the first batch again: {again.duplicates:,} duplicates, "
+                f"{again.recorded} recorded, {(time.perf_counter() - t) * 1000:.0f} ms",
+                flush=True,
+            )
+
+
+def filled(engine: Engine, args: argparse.Namespace) -> bool:
+    """Whether a kept database holds this fill (``--reuse``)."""
+    query = text("SELECT source_system FROM exposure_deliveries WHERE id = :n")
+    with engine.connect() as conn:
+        try:
+            return conn.scalar(query, {"n": args.deliveries}) == "bench"
+        except DBAPIError:
+            return False
+
+
+def named_customers(engine: Engine, args: argparse.Namespace) -> dict[int, list[int]]:
+    """The customers of the first contents of a kept fill (those the queries sample)."""
+    named: dict[int, list[int]] = {}
+    query = text(
+        "SELECT content_id, customer_id FROM exposure_content_customers "
+        "WHERE content_id <= :n ORDER BY content_id, customer_id"
+    )
+    with engine.connect() as conn:
+        for cid, customer in conn.execute(query, {"n": args.queries * 5}):
+            named.setdefault(cid, []).append(customer)
+    return named
+
+
 def run(url: str, args: argparse.Namespace) -> None:
     engine = dbmod.make_engine(url)
+    reuse = args.reuse and filled(engine, args)
     dbmod.upgrade(engine)
     factory = dbmod.make_session_factory(engine)
-    named = fill(engine, args)
+    if reuse:
+        print("  reusing the kept fill", flush=True)
+        named = named_customers(engine, args)
+    else:
+        named = fill(engine, args)
     rng = random.Random(5)
     viewer = Principal("user", None, "bench", Role.AUDITOR)
     session = factory()
@@ -239,30 +349,7 @@ def run(url: str, args: argparse.Namespace) -> None:
     finally:
         session.close()
 
-    for keyed in (True, False):
-        batch = 10_000
-        rows = [
-            NewDelivery(
-                rng.randrange(1, args.contents + 1),
-                Destination.device(d, d),
-                Channel.MAIL,
-                START,
-                "bench-ingest",
-                source_id=f"m{keyed}-{n}" if keyed else None,
-            )
-            for n, d in enumerate(rng.randrange(1, args.devices + 1) for _ in range(args.ingest))
-        ]
-        t = time.perf_counter()
-        for start in range(0, len(rows), batch):
-            with dbmod.transaction(factory) as s:
-                record_deliveries(s, rows[start : start + batch])
-        took = time.perf_counter() - t
-        how = "with source ids (ON CONFLICT DO NOTHING)" if keyed else "without source ids (COPY)"
-        print(
-            f"  ingest {how}: {len(rows) / took:,.0f} deliveries/s "
-            f"({len(rows):,} in batches of {batch:,})",
-            flush=True,
-        )
+    ingest(factory, args, rng)
     engine.dispose()
 
 
@@ -274,6 +361,12 @@ def main() -> None:
     parser.add_argument("--contents", type=int, default=200_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--ingest", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=10_000, help="deliveries per API batch")
+    parser.add_argument(
+        "--reuse",
+        metavar="NAME",
+        help="PostgreSQL: keep the database NAME and reuse it if it holds this fill",
+    )
     parser.add_argument("--postgres", help="admin URL of a PostgreSQL server to use")
     args = parser.parse_args()
     print(
@@ -282,11 +375,13 @@ def main() -> None:
         flush=True,
     )
     if args.postgres:
-        name = "spillguard_bench_ledger"
+        name = args.reuse or "spillguard_bench_ledger"
         admin = create_engine(make_url(args.postgres), isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            there = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+            if not (args.reuse and there):
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
         url = make_url(args.postgres).set(database=name).render_as_string(hide_password=False)
         print(
             f"PostgreSQL: {args.deliveries:,} deliveries, {args.devices:,} devices, "
@@ -296,8 +391,9 @@ def main() -> None:
         try:
             run(url, args)
         finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            if not args.reuse:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
         return
     with tempfile.TemporaryDirectory() as tmp:

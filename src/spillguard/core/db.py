@@ -7,7 +7,7 @@ import time.  Services flush; the request (or CLI command) commits or rolls back
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,19 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event, insert, text
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    MetaData,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -245,3 +257,25 @@ def insert_rows(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> Non
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row([row[n] for n in names])
+
+
+def rows_among(
+    session: Session, query: Any, column: Any, values: Iterable[Any], *, chunk: int = 500
+) -> list[Any]:
+    """The rows of ``query`` whose ``column`` is one of ``values``.
+
+    PostgreSQL gets the values as one array parameter (``= ANY(…)``): an ``IN`` list of
+    thousands of placeholders costs more to render and parse than the query itself
+    (about 20 µs a value, most of a 10,000-delivery batch's lookups). SQLite gets ``IN``
+    lists of ``chunk`` values.
+    """
+    wanted = sorted(set(values))
+    if not wanted:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        among = bindparam("among", wanted, type_=ARRAY(column.type))
+        return list(session.execute(query.where(column == any_(among))))
+    found: list[Any] = []
+    for start in range(0, len(wanted), chunk):
+        found.extend(session.execute(query.where(column.in_(wanted[start : start + chunk]))))
+    return found

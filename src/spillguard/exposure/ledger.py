@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -109,15 +110,16 @@ class NewDelivery:
     source_id: str | None = None
 
 
-def source_ref(source_system: str, source_id: str | None) -> str | None:
-    """The idempotency key of a delivery: the same sender's same id gives the same key."""
+def source_ref(source_system: str, source_id: str | None) -> uuid.UUID | None:
+    """The idempotency key of a delivery: the same sender's same id gives the same key
+    (the first 128 bits of a SHA-256, as a uuid)."""
     if source_id is None:
         return None
     digest = hashlib.sha256()
     digest.update(source_system.encode())
     digest.update(b"\x00")
     digest.update(source_id.encode())
-    return digest.hexdigest()
+    return uuid.UUID(bytes=digest.digest()[:16])
 
 
 def check_source(source_system: str, source_id: str | None) -> None:

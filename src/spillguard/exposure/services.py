@@ -8,6 +8,7 @@ REST API; each goes through :class:`ExposureService` (or :func:`register_report`
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from spillguard.audit.honeytokens import check_matched_customers
 from spillguard.core.audit import record_event
-from spillguard.core.db import insert_rows, utcnow
+from spillguard.core.db import insert_rows, rows_among, utcnow
 from spillguard.core.errors import InvalidInput, NotFound
 from spillguard.core.jobs import Job
 from spillguard.core.models import User
@@ -181,7 +182,7 @@ class RecordOutcome:
     duplicates: int
 
 
-def _row(delivery: NewDelivery, content: InspectedContent, now: datetime) -> dict[str, Any]:
+def _row(delivery: NewDelivery, content: tuple[str, int], now: datetime) -> dict[str, Any]:
     try:
         check_source(delivery.source_system, delivery.source_id)
     except InvalidDestination as exc:
@@ -197,9 +198,9 @@ def _row(delivery: NewDelivery, content: InspectedContent, now: datetime) -> dic
         "recipient": d.recipient,
         "domain": d.domain,
         "third_party": d.third_party,
-        "content_id": content.id,
-        "label": content.label,
-        "customer_count": content.customer_count,
+        "content_id": delivery.content_id,
+        "label": content[0],
+        "customer_count": content[1],
         "source_system": delivery.source_system.strip(),
         "source_ref": source_ref(delivery.source_system.strip(), delivery.source_id),
     }
@@ -247,15 +248,16 @@ def record_deliveries(
     if not deliveries:
         return RecordOutcome(0, 0)
     contents = {
-        c.id: c
-        for c in session.scalars(
-            select(InspectedContent).where(
-                InspectedContent.id.in_(sorted({d.content_id for d in deliveries}))
-            )
+        cid: (label, count)
+        for cid, label, count in rows_among(
+            session,
+            select(InspectedContent.id, InspectedContent.label, InspectedContent.customer_count),
+            InspectedContent.id,
+            (d.content_id for d in deliveries),
         )
     }
     plain: list[dict[str, Any]] = []
-    keyed: dict[str, dict[str, Any]] = {}
+    keyed: dict[uuid.UUID, dict[str, Any]] = {}
     batch_duplicates = 0
     for delivery in deliveries:
         content = contents.get(delivery.content_id)
@@ -384,15 +386,14 @@ class ExposureService:
         """
         self.principal.require(Permission.EXPOSURE_RECORD)
         now = utcnow()
-        hashes = sorted({s.sha256.strip().lower() for s in specs})
-        content_ids: dict[str, int] = {}
-        for start in range(0, len(hashes), CHUNK):
-            for sha, known_id in self.session.execute(
-                select(InspectedContent.sha256, InspectedContent.id).where(
-                    InspectedContent.sha256.in_(hashes[start : start + CHUNK])
-                )
-            ):
-                content_ids[sha] = known_id
+        content_ids: dict[str, int] = dict(
+            rows_among(
+                self.session,
+                select(InspectedContent.sha256, InspectedContent.id),
+                InspectedContent.sha256,
+                (s.sha256.strip().lower() for s in specs),
+            )
+        )
         owners = self._device_owners({s.destination.device_id for s in specs} - {None})
         users = self._existing_users({s.destination.user_id for s in specs} - {None})
         deliveries: list[NewDelivery] = []
@@ -424,27 +425,12 @@ class ExposureService:
         return self.record(deliveries)
 
     def _device_owners(self, ids: set[int | None]) -> dict[int, int]:
-        wanted = sorted(i for i in ids if i is not None)
-        found: dict[int, int] = {}
-        for start in range(0, len(wanted), CHUNK):
-            for device_id, owner_id in self.session.execute(
-                select(Device.id, Device.owner_id).where(
-                    Device.id.in_(wanted[start : start + CHUNK])
-                )
-            ):
-                found[device_id] = owner_id
-        return found
+        wanted = (i for i in ids if i is not None)
+        return dict(rows_among(self.session, select(Device.id, Device.owner_id), Device.id, wanted))
 
     def _existing_users(self, ids: set[int | None]) -> set[int]:
-        wanted = sorted(i for i in ids if i is not None)
-        found: set[int] = set()
-        for start in range(0, len(wanted), CHUNK):
-            found.update(
-                self.session.scalars(
-                    select(User.id).where(User.id.in_(wanted[start : start + CHUNK]))
-                )
-            )
-        return found
+        wanted = (i for i in ids if i is not None)
+        return {row[0] for row in rows_among(self.session, select(User.id), User.id, wanted)}
 
     def record(self, deliveries: Sequence[NewDelivery], *, channel_note: str = "") -> RecordOutcome:
         self.principal.require(Permission.EXPOSURE_RECORD)

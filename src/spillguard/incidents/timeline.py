@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import event, select
 from sqlalchemy.orm import Mapper, Session
 
-from spillguard.core.db import utcnow
+from spillguard.core.db import rows_among, utcnow
 from spillguard.incidents.models import Incident, IncidentStatus, TimelineEntry, TimelineKind
 
 MAX_SUMMARY = 500
@@ -127,12 +127,14 @@ def deliveries_reached_devices(
     batch. Returns how many entries were added."""
     if not per_device:
         return 0
-    open_ids = session.execute(
+    open_ids = rows_among(
+        session,
         select(Incident.id, Incident.device_id).where(
-            Incident.device_id.in_(sorted(per_device)),
-            Incident.status != IncidentStatus.CLOSED.value,
-        )
-    ).all()
+            Incident.status != IncidentStatus.CLOSED.value
+        ),
+        Incident.device_id,
+        per_device,
+    )
     for incident_id, device_id in open_ids:
         if device_id is None:  # not possible (the IN list), but the column is nullable
             continue
