@@ -6,6 +6,7 @@ through the real app, console and CLI."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -17,7 +18,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from spillguard.audit import browse
+from spillguard.audit import browse, merkle
+from spillguard.audit.log import run_sequencer
 from spillguard.core.db import make_session_factory
 from spillguard.core.keys import KeyRing
 from spillguard.core.models import AuditEvent
@@ -174,6 +176,56 @@ def test_filtering_access_events_by_a_honeytoken_id_answers_as_for_an_unknown_id
     for role in ("security", "dpo"):
         seen = client.get(url, params={"customer": ids[0]}, headers=users.auth(role)).json()
         assert [e["source_event_id"] for e in seen["items"]] == ["crm-1"]
+
+
+def test_an_inclusion_proof_withholds_an_entry_naming_a_honeytoken_but_still_verifies(
+    app: Any,
+    client: TestClient,
+    security: dict[str, str],
+    directory: list[Any],
+    users: UserFactory,
+    db: Session,
+    keys: KeyRing,
+    settings: Any,
+) -> None:
+    ids, real = planted(client, security, directory, users, db, keys)
+    run_sequencer(app.state.session_factory, keys, settings)
+    events = db.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.action.startswith("audit:access:"))
+        .order_by(AuditEvent.id)
+    ).all()
+    assert len(events) == 3
+    url = "/api/v1/audit/proofs/inclusion"
+    auditor, admin = users.auth("auditor"), users.auth("admin")
+    for event, names_one in zip(events, (True, True, False), strict=True):
+        got = client.get(url, params={"event_id": event.id}, headers=auditor)
+        assert got.status_code == 200, got.text
+        proof = got.json()
+        leaf = base64.b64decode(proof["leaf_hash"])
+        merkle.verify_inclusion(
+            proof["leaf_index"],
+            proof["tree_size"],
+            leaf,
+            [base64.b64decode(h) for h in proof["inclusion_proof"]],
+            base64.b64decode(proof["root_hash"]),
+        )
+        assert no_ids(got.text, ids)
+        if names_one:
+            assert proof["entry"] is None and "honeytoken" in proof["withheld"]
+        else:
+            assert proof["withheld"] is None
+            entry = base64.b64decode(proof["entry"])
+            assert merkle.leaf_hash(entry) == leaf and real.encode() in entry
+        # a reader with honeytokens:manage gets the entry as logged, ids and all
+        whole = client.get(url, params={"event_id": event.id}, headers=admin).json()
+        assert whole["withheld"] is None and whole["leaf_hash"] == proof["leaf_hash"]
+        assert merkle.leaf_hash(base64.b64decode(whole["entry"])) == leaf
+    entries = [
+        base64.b64decode(client.get(url, params={"event_id": e.id}, headers=admin).json()["entry"])
+        for e in events[:2]
+    ]
+    assert ids[0].encode() in entries[0] and ids[2].encode() in entries[1]
 
 
 # --- 3. an escalated honeytoken alert's incident -----------------------------------------

@@ -74,12 +74,14 @@ def inclusion_proof(
     proof = AuditLogService(db, principal, keys, settings).inclusion(event_id, tree_size)
     return InclusionProofPublic(
         event_id=proof.event_id,
-        entry=b64(proof.entry),
+        entry=b64(proof.entry) if proof.entry is not None else None,
+        leaf_hash=b64(proof.leaf_hash),
         leaf_index=proof.leaf_index,
         tree_size=proof.tree_size,
         root_hash=b64(proof.root_hash),
         inclusion_proof=[b64(p) for p in proof.proof],
         checkpoint=proof.checkpoint,
+        withheld=proof.withheld,
     )
 
 

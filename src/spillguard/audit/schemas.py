@@ -24,13 +24,25 @@ class CheckpointPublic(BaseModel):
 
 class InclusionProofPublic(BaseModel):
     event_id: int
-    entry: str = Field(description="The event's canonical bytes as logged, base64.")
+    entry: str | None = Field(
+        description="The event's canonical bytes as logged, base64; null when withheld "
+        "from this reader (see `withheld`)."
+    )
+    leaf_hash: str = Field(
+        description="RFC 9162 leaf hash of the entry, H(0x00 || entry), base64: where the "
+        "proof starts."
+    )
     leaf_index: int
     tree_size: int
     root_hash: str = Field(description="Root hash of the tree of tree_size entries, base64.")
     inclusion_proof: list[str] = Field(description="Sibling hashes, leaf level first, base64.")
     checkpoint: str | None = Field(
         description="The signed checkpoint of tree_size, if one was made at that size."
+    )
+    withheld: str | None = Field(
+        None,
+        description="Why `entry` is null: it names a honeytoken customer and the reader "
+        "lacks honeytokens:manage.",
     )
 
 

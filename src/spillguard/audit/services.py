@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from spillguard.audit.checkpoints import LogKey, Signer, origin_for
+from spillguard.audit.honeytokens import redaction_for
 from spillguard.audit.log import (
     EVENT_COLUMNS,
     get_state,
@@ -50,15 +51,23 @@ class SizeOutOfRange(InvalidInput):
     slug = "audit-size-out-of-range"
 
 
+WITHHELD_HONEYTOKEN = (
+    "The entry names a honeytoken customer, which only honeytokens:manage may see; "
+    "its leaf hash is given instead, and the proof verifies from it."
+)
+
+
 @dataclass(frozen=True)
 class InclusionProof:
     event_id: int
-    entry: bytes
+    entry: bytes | None  # None: withheld from this reader (``withheld`` says why)
+    leaf_hash: bytes  # RFC 9162 leaf hash of the entry: H(0x00 || entry)
     leaf_index: int
     tree_size: int
     root_hash: bytes
     proof: list[bytes]
     checkpoint: str | None  # the signed checkpoint of tree_size, when there is one
+    withheld: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,7 @@ def _inclusion_head(checkpoint_on: ColumnElement[bool], *, with_size: bool) -> S
     columns = [
         *(events.c[name] for name in EVENT_COLUMNS),
         leaves.c.position,
+        leaves.c.leaf_hash,
         *(checkpoints.c[name] for name in _CHECKPOINT_COLUMNS),
     ]
     if with_size:
@@ -197,15 +207,33 @@ class AuditLogService:
             proof, root = stored_proof(self.session, ranges), checkpoint.root_hash
         else:  # the root from the stored nodes, read with the proof's
             *proof, root = stored_proof(self.session, [*ranges, (0, tree_size)])
+        entry: bytes | None = canonical_bytes(cast(AuditEvent, head))
+        withheld = None
+        if self._names_a_honeytoken(head):
+            entry, withheld = None, WITHHELD_HONEYTOKEN
         return InclusionProof(
             event_id=event_id,
-            entry=canonical_bytes(cast(AuditEvent, head)),
+            entry=entry,
+            leaf_hash=bytes(head.leaf_hash),
             leaf_index=position,
             tree_size=tree_size,
             root_hash=root,
             proof=proof,
             checkpoint=text_of(cast(Checkpoint, checkpoint), self.key) if checkpoint else None,
+            withheld=withheld,
         )
+
+    def _names_a_honeytoken(self, event: Any) -> bool:
+        """Whether the logged entry would show this reader a honeytoken id (in its details
+        or object id). The entry cannot be redacted (its bytes are what the leaf hashes),
+        so a reader without ``honeytokens:manage`` gets it withheld, as the event list
+        shows the marker in its place. No query for a honeytoken manager."""
+        if self.principal.can(Permission.HONEYTOKENS_MANAGE):
+            return False
+        refs = [str(event.object_id)] if event.object_id is not None else []
+        details = event.details if isinstance(event.details, dict) else None
+        redaction = redaction_for(self.session, self.principal, evidence=[details], refs=refs)
+        return bool(redaction.hidden)
 
     def consistency(self, first: int, second: int) -> ConsistencyProof:
         """The RFC 9162 proof that the tree of ``first`` entries is a prefix of ``second``."""

@@ -140,7 +140,8 @@ def prove(
     b64 = base64.b64encode
     document = {
         "event_id": proof.event_id,
-        "entry": b64(proof.entry).decode(),
+        "entry": b64(proof.entry).decode() if proof.entry is not None else None,
+        "leaf_hash": b64(proof.leaf_hash).decode(),
         "leaf_index": proof.leaf_index,
         "tree_size": proof.tree_size,
         "root_hash": b64(proof.root_hash).decode(),

@@ -648,7 +648,7 @@ def doc_script() -> str:
 
 def test_doc_script_is_short_and_standalone() -> None:
     script = doc_script()
-    assert len(script.splitlines()) <= 40
+    assert len(script.splitlines()) <= 45
     imported = set(re.findall(r"^import (.+)$", script, re.M)[0].replace(" ", "").split(","))
     assert imported == {"base64", "hashlib", "sys"}
     assert "from " not in script
@@ -713,6 +713,23 @@ def test_doc_script_accepts_a_generated_proof(doc_verifier: Path, tmp_path: Path
     result = run_doc_verifier(doc_verifier, entry, GOOD)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK: the entry is leaf 9 of the tree of size 13")
+
+
+def test_doc_script_verifies_from_a_leaf_hash_when_the_entry_is_withheld(
+    doc_verifier: Path,
+) -> None:
+    leaf = base64.b64encode(TREE[INDEX]).decode()
+    result = run_doc_verifier(doc_verifier, Path(f"leaf:{leaf}"), GOOD)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("OK: the entry is leaf 9 of the tree of size 13")
+    for bad, why in (
+        (b64_flip(leaf), "does not lead to the checkpoint's root hash"),
+        (base64.b64encode(TREE[INDEX][:31]).decode(), "every hash must be 32 bytes"),
+        ("not base64!", "bad argument"),
+    ):
+        result = run_doc_verifier(doc_verifier, Path(f"leaf:{bad}"), GOOD)
+        assert result.returncode == 1 and why in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("args", TAMPERED.values(), ids=TAMPERED.keys())
