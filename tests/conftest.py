@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -93,6 +94,30 @@ def database_url(
     yield url
     if request.param == "postgresql":
         _drop_postgres_database(os.environ[PG_ENV], make_url(url).database or "")
+
+
+@pytest.fixture(params=BACKENDS)
+def unmigrated_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A database of the test's own, empty and unmigrated (not the shared, fully migrated
+    one): for migration tests, which take it to a revision with :func:`migrate_to`."""
+    name = f"spillguard_mig_{_worker()}"
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'unmigrated.db'}"
+    else:
+        url = _postgres_database(os.environ[PG_ENV], name)
+    made = dbmod.make_engine(url)
+    yield made
+    made.dispose()
+    if request.param == "postgresql":
+        _drop_postgres_database(os.environ[PG_ENV], name)
+
+
+def migrate_to(engine: Engine, revision: str, *, down: bool = False) -> None:
+    """Upgrade (or, with ``down``, downgrade) ``engine``'s database to ``revision``."""
+    cfg = dbmod.alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(cfg, revision)
 
 
 def empty_all_tables(engine: Engine) -> None:

@@ -5,14 +5,10 @@ migration 0009 (the delete guard that replaced the leaves' foreign key) goes dow
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from faker import Faker
 from fastapi import FastAPI
 from sqlalchemy import select, text
@@ -24,13 +20,12 @@ from spillguard.audit import log as audit_log
 from spillguard.audit import merkle
 from spillguard.audit.log import sequence
 from spillguard.audit.models import LogLeaf, LogNode, LogState
-from spillguard.core import db as dbmod
 from spillguard.core.audit import canonical_bytes
 from spillguard.core.db import transaction, utcnow
 from spillguard.core.keys import KeyRing
 from spillguard.core.models import AuditEvent
 from spillguard.core.settings import Settings
-from tests.conftest import BACKENDS, PG_ENV, _drop_postgres_database, _postgres_database, _worker
+from tests.conftest import migrate_to as migrate
 
 fake = Faker("en_GB")
 
@@ -158,25 +153,9 @@ def test_a_racing_sequencer_that_logged_a_new_event_makes_the_run_fail(
 # --- migration 0009 -------------------------------------------------------------------
 
 
-@pytest.fixture(params=BACKENDS)
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A database of its own, empty (not the shared, fully migrated one)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-    else:
-        url = _postgres_database(os.environ[PG_ENV], f"spillguard_mig9_{_worker()}")
-    made = dbmod.make_engine(url)
-    yield made
-    made.dispose()
-    if request.param == "postgresql":
-        _drop_postgres_database(os.environ[PG_ENV], f"spillguard_mig9_{_worker()}")
-
-
-def migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
-    cfg = dbmod.alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(cfg, revision)
+@pytest.fixture
+def engine(unmigrated_engine: Engine) -> Engine:
+    return unmigrated_engine
 
 
 def test_migration_0009_swaps_the_foreign_key_for_the_guard_and_back(engine: Engine) -> None:

@@ -3,19 +3,14 @@ history row with cause "consequences"): the state moves into the device's column
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from sqlalchemy.engine import Connection, Engine
 
-from spillguard.core import db as dbmod
-from tests.conftest import BACKENDS, PG_ENV, _drop_postgres_database, _postgres_database, _worker
+from tests.conftest import migrate_to as migrate
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 BLOCKED_SINCE = NOW - timedelta(hours=3)
@@ -39,25 +34,9 @@ WAITING_STATE: dict[str, Any] = {
 }
 
 
-@pytest.fixture(params=BACKENDS)
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A database of its own, empty (not the shared, fully migrated one)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-    else:
-        url = _postgres_database(os.environ[PG_ENV], f"spillguard_mig_{_worker()}")
-    made = dbmod.make_engine(url)
-    yield made
-    made.dispose()
-    if request.param == "postgresql":
-        _drop_postgres_database(os.environ[PG_ENV], f"spillguard_mig_{_worker()}")
-
-
-def migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
-    cfg = dbmod.alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(cfg, revision)
+@pytest.fixture
+def engine(unmigrated_engine: Engine) -> Engine:
+    return unmigrated_engine
 
 
 def tables(conn: Connection) -> dict[str, sa.Table]:

@@ -6,46 +6,25 @@ down and up again."""
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from spillguard.core import db as dbmod
 from spillguard.exposure.ledger import source_ref
-from tests.conftest import BACKENDS, PG_ENV, _drop_postgres_database, _postgres_database, _worker
+from tests.conftest import migrate_to as migrate
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 FK = "fk_exposure_deliveries_content_id_exposure_contents"
 
 
-@pytest.fixture(params=BACKENDS)
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A database of its own, empty (not the shared, fully migrated one)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-    else:
-        url = _postgres_database(os.environ[PG_ENV], f"spillguard_mig10_{_worker()}")
-    made = dbmod.make_engine(url)
-    yield made
-    made.dispose()
-    if request.param == "postgresql":
-        _drop_postgres_database(os.environ[PG_ENV], f"spillguard_mig10_{_worker()}")
-
-
-def migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
-    cfg = dbmod.alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(cfg, revision)
+@pytest.fixture
+def engine(unmigrated_engine: Engine) -> Engine:
+    return unmigrated_engine
 
 
 def old_ref(source_system: str, source_id: str) -> str:
