@@ -7,7 +7,8 @@
 - ``audit_log_state``: one row, the log's size and compact-range frontier (the right edge
   of the tree) and when the sequencer last ran; its conditional update is what makes two
   racing sequencers unable to both append.
-- ``audit_checkpoints``: signed tree heads (size, root hash, time, Ed25519 signature).
+- ``audit_checkpoints``: signed tree heads (size, root hash, time, Ed25519 signature), and
+  when each was mailed to the log's e-mail witnesses.
 
 Access-log ingestion and insider-risk detection (issue 7 §2-§4):
 
@@ -107,6 +108,8 @@ class Checkpoint(Base):
     origin: Mapped[str] = mapped_column(String(100))
     key_id: Mapped[str] = mapped_column(String(16))
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+    # When it went out to the e-mail witnesses (audit.witness); null: not yet. Not signed.
+    mailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 # --- access-log ingestion (issue 7 §2) --------------------------------------------------

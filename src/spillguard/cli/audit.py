@@ -15,8 +15,10 @@ from spillguard.audit.checkpoints import CheckpointError, Signer, parse_checkpoi
 from spillguard.audit.log import ConcurrentAppend, LogCorrupt, SequencerBusy, run_sequencer
 from spillguard.audit.services import AuditLogService
 from spillguard.audit.verify import Tampered, default_workers, record_verification, verify_log
+from spillguard.audit.witness import mail_checkpoints
 from spillguard.cli import audit_ingest, audit_simulate, audit_staff
 from spillguard.cli.common import CliError, cli_principal, one_line_errors, open_context, out
+from spillguard.incidents.mailer import mail_sender_from_settings
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 
@@ -149,6 +151,34 @@ def prove(
         "checkpoint": proof.checkpoint,
     }
     print(json.dumps(document, indent=2))
+
+
+@app.command("witness-mail")
+@one_line_errors
+def witness_mail() -> None:
+    """Mail the checkpoints not yet mailed to the e-mail witnesses now (the server does
+    this on a schedule when SPILLGUARD_AUDIT_WITNESS_EMAILS is set)."""
+    ctx = open_context()
+    if not ctx.settings.audit_witness_emails:
+        raise CliError(
+            "no e-mail witnesses are configured: set SPILLGUARD_AUDIT_WITNESS_EMAILS "
+            "(a JSON list, e.g. '[\"witness@auditor.example\"]')"
+        )
+    sender = mail_sender_from_settings(ctx.settings)
+    try:
+        with ctx.session() as session:
+            result = mail_checkpoints(session, ctx.keys, ctx.settings, sender)
+            session.commit()
+    finally:
+        sender.close()
+    witnesses = len(ctx.settings.audit_witness_emails)
+    sent = (
+        f"mailed {result.mailed} checkpoints in {result.messages} messages "
+        f"to {witnesses} witness{'es' if witnesses != 1 else ''}"
+    )
+    if result.error is not None:
+        raise CliError(f"{sent}; {result.pending} still to send: {result.error}")
+    out.print(sent, highlight=False)
 
 
 @app.command()

@@ -154,6 +154,7 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     session_factory = dbmod.make_session_factory(engine)
     registry = CollectorRegistry()
     from spillguard.audit.log import sequencer_job
+    from spillguard.audit.witness import witness_mail_job
     from spillguard.devices.commands import consequences_job, maintenance_job
     from spillguard.exposure.inventory import inventory_job
     from spillguard.exposure.services import retention_job
@@ -166,6 +167,7 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
         maintenance_job(settings),
         consequences_job(settings),
         sequencer_job(settings, keys),
+        witness_mail_job(settings, keys),
         retention_job(settings),
         inventory_job(settings),
         reminders_job(settings),

@@ -8,6 +8,7 @@ Environment variables win over the file.  Nothing reads the environment at impor
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message is one line meant for the operator."""
+
+
+_WITNESS_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
 
 
 class Settings(BaseSettings):
@@ -108,6 +112,20 @@ class Settings(BaseSettings):
     audit_witness_dir: Path | None = Field(
         default=None,
         description="Directory where every new checkpoint is also appended to a file.",
+    )
+    audit_witness_emails: list[str] = Field(
+        default=[],
+        max_length=20,
+        description="E-mail addresses (outside the operator's reach) that every signed "
+        "checkpoint is mailed to, as an attachment `spillguard audit verify --against` "
+        "reads; a JSON list in the environment: '[\"witness@auditor.example\"]'.",
+    )
+    audit_witness_email_interval_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        le=86400,
+        description="How often the checkpoints made since the last mail go out to the "
+        "witnesses (one message, or several of at most 500).",
     )
     # Honeytoken customers (audit.honeytokens; docs/audit.md "Honeytokens") ----------------
     honeytoken_email_domain: str | None = Field(
@@ -356,6 +374,15 @@ class Settings(BaseSettings):
         description="`spillguard demo` only: directory of the local SMTP sink's .eml files, "
         "shown at /demo/mail (unset: no such page).",
     )
+
+    @field_validator("audit_witness_emails")
+    @classmethod
+    def _witnesses(cls, value: list[str]) -> list[str]:
+        addresses = [v.strip() for v in value]
+        for address in addresses:
+            if not _WITNESS_ADDRESS.fullmatch(address):
+                raise ValueError(f"{address!r} is not an e-mail address (name@domain)")
+        return addresses
 
     @field_validator("log_level")
     @classmethod
