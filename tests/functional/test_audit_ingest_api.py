@@ -170,6 +170,36 @@ def test_bad_items_are_refused_one_by_one_counted_and_visible(
     assert customer not in stored
 
 
+def test_a_nul_character_is_refused_item_by_item_on_both_databases(
+    client: TestClient, db: Session, users: UserFactory, keys: KeyRing
+) -> None:
+    """PostgreSQL text cannot hold U+0000: such an event is a reject of its own, the rest
+    of the batch goes in (it was a 500 that lost the whole batch on PostgreSQL)."""
+    headers = ingest_token(users, db, keys)
+    batch = [
+        access(),
+        access(actor="a\u0000b@example.co.uk"),
+        access(customer_ids=["123456", "12\u00003456"]),
+        access(record_type="contract\u0000renewal"),
+        {**access(), "cust\u0000omer": "x"},
+        access(),
+    ]
+    answer = client.post(URL, json={"source": "crm", "events": batch}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["accepted"] == 2
+    reasons = {r["index"]: r["reason"] for r in body["rejected"]}
+    assert reasons == {
+        1: "item 1: actor: contains a NUL character, which cannot be stored",
+        2: "item 2: customer_ids: contains a NUL character, which cannot be stored",
+        3: "item 3: record_type: contains a NUL character, which cannot be stored",
+        4: "item 4: unknown field 'cust\\x00omer'",  # repr: no NUL stored
+    }
+    stored = db.scalars(select(AccessReject.reason).order_by(AccessReject.id)).all()
+    assert stored == [reasons[i] for i in (1, 2, 3, 4)]
+    assert db.scalar(select(func.count()).select_from(AccessEvent)) == 2
+
+
 def test_batch_limits_source_name_and_body_shape(
     client: TestClient, db: Session, users: UserFactory, keys: KeyRing
 ) -> None:

@@ -167,6 +167,21 @@ class AccessEventIn(BaseModel):
     result_count: int | None = Field(default=None, ge=0, le=MAX_RECORDS)
     source_address: str | None = Field(default=None, max_length=64)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold U+0000 (SQLite can): refused here, item by item,
+        # so one such event never fails its batch on one database and not the other.
+        if isinstance(value, str):
+            texts: list[Any] = [value]
+        elif isinstance(value, list):
+            texts = value
+        else:
+            return value
+        if any(isinstance(t, str) and "\x00" in t for t in texts):
+            raise ValueError("contains a NUL character, which cannot be stored")
+        return value
+
     @field_validator("time", mode="before")
     @classmethod
     def _rfc3339(cls, value: Any, info: ValidationInfo) -> datetime:
@@ -440,7 +455,8 @@ class AccessIngestService:
 
         def refuse(index: int, reason: str, item: Any) -> None:
             position = positions[index] if positions is not None else f"item {index}"
-            full = f"{position}: {reason}"[:500]
+            # A reason may quote an unknown field's name: never a NUL into the database.
+            full = f"{position}: {reason}".replace("\x00", "\\0")[:500]
             result.rejects.append(IngestReject(index, position, full))
             reject_rows.append(
                 {
