@@ -29,7 +29,9 @@ from spillguard.core.models import AuditEvent
 from spillguard.core.roles import Principal, TokenScope
 from spillguard.core.settings import Settings
 from spillguard.core.tokens import TokenService
+from spillguard.customers.honeytokens import HoneytokenService
 from spillguard.customers.models import Customer, HoneytokenCustomer
+from spillguard.customers.services import CustomerImportService
 from spillguard.exposure.mailfilter import MailFilterServer
 from tests.factories.customers import people, to_csv
 from tests.factories.users import UserFactory
@@ -243,6 +245,33 @@ def test_values_already_in_the_directory_are_never_drawn(
         URL, json={"count": 1, "phone_range": "07700900000-07700900009"}, headers=security
     )
     assert "too full" in assert_clean_problem(full, 422)["detail"]
+
+
+@pytest.mark.parametrize(
+    ("ids", "span"),
+    [
+        # every other number from 0: inside the span, in its gaps
+        ([f"C{2 * n:07d}" for n in range(1500)], (0, 2998)),
+        # every number from 0 taken: just above the span, as a new customer's would be
+        ([f"C{n:07d}" for n in range(1500)], (1500, 2499)),
+    ],
+    ids=["gaps", "dense"],
+)
+def test_honeytoken_ids_look_like_their_neighbours(
+    db: Session, keys: KeyRing, settings: Settings, ids: list[str], span: tuple[int, int]
+) -> None:
+    rows = "".join(f"{i},customer.{n}@example.com\n" for n, i in enumerate(ids))
+    system = Principal.system("tests")
+    CustomerImportService(db, system, keys).import_csv(
+        io.BytesIO(f"Customer ID,Email\n{rows}".encode()), id_column="Customer ID"
+    )
+    made = HoneytokenService(db, system, keys, settings).create(25, email_domain=DOMAIN)
+    db.commit()
+    planted = [r.identity.customer_id for r in made.records]
+    assert len(set(planted)) == 25 and not set(planted) & set(ids)
+    for customer_id in planted:
+        assert customer_id.startswith("C") and len(customer_id) == 8, customer_id
+        assert span[0] <= int(customer_id[1:]) <= span[1], customer_id
 
 
 def test_bad_requests_are_problems_and_nothing_is_stored(

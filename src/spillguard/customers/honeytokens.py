@@ -534,25 +534,30 @@ class HoneytokenService:
         return checked.partition("@")[2]
 
     def _new_ids(self, count: int, prefix: str | None) -> list[str]:
-        sample = self.session.scalars(
-            select(Customer.external_id).order_by(Customer.id.desc()).limit(500)
-        )
-        shape = infer_id_format(sample, prefix)
+        """Ids in the directory's format: numbers inside the span its ids use (read from
+        its oldest and newest ids, so a directory numbered densely from 0 still shows its
+        span) and not taken; where that span is full, just above it, as the newest
+        customers' ids would be."""
+        external = Customer.external_id
+        newest = self.session.scalars(select(external).order_by(Customer.id.desc()).limit(500))
+        oldest = self.session.scalars(select(external).order_by(Customer.id).limit(500))
+        shape = infer_id_format([*newest, *oldest], prefix)
+        spans = [(shape.low, shape.high)]
+        top = 10**shape.width - 1
+        if shape.high < top:
+            spans.append((shape.high + 1, min(top, shape.high + max(1000, 10 * count))))
         rng = secrets.SystemRandom()
         chosen: list[str] = []
-        for _ in range(MAX_ATTEMPTS):
-            want = count - len(chosen)
-            candidates = {
-                shape.make(rng.randint(shape.low, shape.high)) for _ in range(want * 2)
-            } - set(chosen)
-            taken = set(
-                self.session.scalars(
-                    select(Customer.external_id).where(Customer.external_id.in_(candidates))
+        for low, high in spans:
+            for _ in range(MAX_ATTEMPTS):
+                want = count - len(chosen)
+                candidates = {shape.make(rng.randint(low, high)) for _ in range(want * 2)} - set(
+                    chosen
                 )
-            )
-            chosen.extend(sorted(candidates - taken)[:want])
-            if len(chosen) == count:
-                return chosen
+                taken = set(self.session.scalars(select(external).where(external.in_(candidates))))
+                chosen.extend(sorted(candidates - taken)[:want])
+                if len(chosen) == count:
+                    return chosen
         raise InvalidInput("no free customer ids in the directory's id format: give --id-prefix")
 
     def _draw(
