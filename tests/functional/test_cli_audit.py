@@ -154,6 +154,9 @@ def test_cli_mistakes_are_one_line_errors(
     ).lower().replace("there is ", "")
     message = one_line_error(run_spillguard(["audit", "prove", "1"], env))
     assert "has not been added to the log yet" in message
+    assert one_line_error(run_spillguard(["audit", "verify", "--from", "99999"], env)) == (
+        "--from 99999 is beyond the log's 0 entries"
+    )
     junk = tmp_path / "junk.txt"
     junk.write_text("not a checkpoint\n\nat all\n")
     assert "junk.txt: checkpoint 1 in the file" in one_line_error(
@@ -168,4 +171,14 @@ def test_cli_mistakes_are_one_line_errors(
     )
     assert "fewer than --to 500" in one_line_error(
         run_spillguard(["audit", "verify", "--to", "500"], env)
+    )
+    # A witness directory that is a file: the checkpoint is made, and the command says
+    # it did not reach the witness file (exit 1), where before it only logged it.
+    not_a_dir = tmp_path / "witness-file"
+    not_a_dir.write_text("")
+    failed = run_spillguard(["audit", "sequence", "--witness-dir", str(not_a_dir)], env)
+    made = re.search(r"checkpoint at size (\d+)", failed.stdout)
+    assert made is not None, failed.stdout
+    assert one_line_error(failed).startswith(
+        f"the checkpoint at size {made.group(1)} was made but not written to the witness file ("
     )

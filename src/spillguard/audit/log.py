@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -414,6 +414,9 @@ class SequenceResult:
     appended: int
     size: int
     checkpoint: Checkpoint | None
+    # Filled after the commit if the new checkpoint could not be written to the witness
+    # file (the checkpoint itself stands; the CLI reports it, the server logs it).
+    witness_errors: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         made = f", checkpoint at {self.checkpoint.tree_size}" if self.checkpoint else ""
@@ -577,13 +580,17 @@ def sequence(
     if checkpoint is not None and directory is not None:
         text = text_of(checkpoint, signer.key)
 
+        result = SequenceResult(appended, size, checkpoint)
+
         def witness(_session: Session) -> None:
             try:
                 write_witness(directory, text)
             except OSError as exc:
                 log.error("audit_witness_failed", directory=str(directory), error=str(exc))
+                result.witness_errors.append(f"{witness_path(directory)}: {exc.strerror or exc}")
 
         event.listen(session, "after_commit", witness, once=True)
+        return result
     return SequenceResult(appended, size, checkpoint)
 
 

@@ -184,7 +184,7 @@ class AuditLogService:
         if position is None:
             raise NotYetLogged(
                 f"Audit event {event_id} has not been added to the log yet; "
-                "the sequencer adds new events within a minute."
+                "the sequencer adds new events every few seconds."
             )
         checkpoint = head if head.tree_size is not None else None
         if tree_size is None:

@@ -53,8 +53,14 @@ from spillguard.audit.merkle import (
 )
 from spillguard.audit.models import Checkpoint, LogLeaf, LogNode
 from spillguard.core.audit import record_event
+from spillguard.core.errors import InvalidInput
 from spillguard.core.models import AuditEvent
 from spillguard.core.roles import Principal
+
+
+class InvalidRange(InvalidInput):
+    title = "Not a range of the log"
+    slug = "audit-invalid-range"
 
 
 class Tampered(Exception):
@@ -167,7 +173,9 @@ def verify_log(
     whole = end is None
     stop = size if end is None else end
     if start < 0 or stop < start:
-        raise ValueError(f"--from {start} --to {stop}: not a range of positions")
+        if end is None:
+            raise InvalidRange(f"--from {start} is beyond the log's {size} entries")
+        raise InvalidRange(f"--from {start} --to {stop}: not a range of positions")
     if stop > size:
         raise Tampered(f"the log has {size} entries, fewer than --to {stop}")
 

@@ -118,9 +118,7 @@ def mail_checkpoints(
         try:
             sender.send(witness_message(settings, key, batch))
         except MailError as exc:
-            pending = pending_count(session)
-            log.warning("audit_witness_mail_failed", reply=str(exc), pending=pending)
-            return WitnessMailResult(mailed, messages, pending, str(exc))
+            return WitnessMailResult(mailed, messages, pending_count(session), str(exc))
         stamp = now or utcnow()
         for checkpoint in batch:
             checkpoint.mailed_at = stamp
@@ -140,8 +138,11 @@ def witness_mail_job(
             return WitnessMailResult(0, 0, 0)
         mail = sender() if sender is not None else mail_sender_from_settings(settings)
         try:
-            return mail_checkpoints(session, keys, settings, mail)
+            result = mail_checkpoints(session, keys, settings, mail)
         finally:
             mail.close()
+        if result.error is not None:  # the CLI says it in its error line instead
+            log.warning("audit_witness_mail_failed", reply=result.error, pending=result.pending)
+        return result
 
     return Job(JOB_NAME, settings.audit_witness_email_interval_seconds, run)

@@ -49,6 +49,12 @@ def sequence(
         else ""
     )
     out.print(f"appended {result.appended} entries; log size {result.size}{made}", highlight=False)
+    if result.witness_errors and result.checkpoint is not None:
+        raise CliError(
+            f"the checkpoint at size {result.checkpoint.tree_size} was made but not written to "
+            f"the witness file ({result.witness_errors[0]}); copy it there from "
+            "`spillguard audit checkpoints --export FILE`"
+        )
 
 
 @app.command()

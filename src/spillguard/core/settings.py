@@ -463,6 +463,7 @@ class _TomlFileSource(PydanticBaseSettingsSource):
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment and config file, turning errors into ConfigError."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     try:
         return Settings(**overrides)
@@ -470,3 +471,10 @@ def load_settings(**overrides: Any) -> Settings:
         first = exc.errors()[0]
         name = ".".join(str(p) for p in first["loc"]) or "settings"
         raise ConfigError(f"invalid setting {name}: {first['msg']}") from exc
+    except SettingsError as exc:  # a list or table setting whose text is not JSON
+        match = re.search(r'field "([^"]+)"', str(exc))
+        name = match.group(1) if match else "settings"
+        raise ConfigError(
+            f"invalid setting {name}: not JSON (give a list as JSON, e.g. "
+            f"SPILLGUARD_{name.upper()}='[\"a\", \"b\"]')"
+        ) from exc

@@ -192,6 +192,10 @@ def test_a_spillguard_key_that_is_not_a_table_is_an_error(
         ("SPILLGUARD_SESSION_HOURS", "0", "session_hours"),
         ("SPILLGUARD_LOGIN_MAX_FAILURES_ACCOUNT", "0", "login_max_failures_account"),
         ("SPILLGUARD_TRUST_PROXY_HEADERS", "perhaps", "trust_proxy_headers"),
+        # list settings are JSON in the environment: plain text is not, and says so
+        ("SPILLGUARD_AUDIT_WITNESS_EMAILS", "witness@auditor.example", "audit_witness_emails"),
+        ("SPILLGUARD_AUDIT_WITNESS_EMAILS", '["not an address"]', "audit_witness_emails"),
+        ("SPILLGUARD_BREACH_CLOCK_REMINDERS_HOURS", "24,6", "breach_clock_reminders_hours"),
     ],
 )
 def test_invalid_values_give_a_one_line_config_error(
