@@ -21,13 +21,12 @@ from spillguard.audit.checkpoints import LogKey, Signer, parse_checkpoints
 from spillguard.audit.log import run_sequencer
 from spillguard.audit.models import Checkpoint
 from spillguard.audit.witness import JOB_NAME, MAX_PER_MESSAGE, witness_mail_job
-from spillguard.core.audit import AuditAction, record_event
 from spillguard.core.db import make_session_factory, transaction, utcnow
 from spillguard.core.keys import KeyRing
-from spillguard.core.roles import Principal
 from spillguard.core.settings import Settings
 from spillguard.incidents.mailer import SmtpMailSender
 from tests.functional.live import one_line_error, run_spillguard
+from tests.functional.test_cli_audit import add_events
 from tests.functional.test_mail_filter import Sink, sink  # noqa: F401 (fixture)
 
 fake = Faker("en_GB")
@@ -45,19 +44,6 @@ def witnessed(settings: Settings, sink: Sink) -> Settings:  # noqa: F811
             "smtp_from": "spillguard@ops.example",
         }
     )
-
-
-def add_events(engine: Engine, n: int) -> None:
-    with transaction(make_session_factory(engine)) as session:
-        for _ in range(n):
-            record_event(
-                session,
-                Principal.system("tests"),
-                AuditAction.USER_CREATED,
-                object_type="user",
-                object_id=fake.pyint(),
-                details={"email": fake.email()},
-            )
 
 
 def checkpoint_file(received: bytes) -> tuple[EmailMessage, str]:
