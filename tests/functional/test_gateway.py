@@ -7,6 +7,7 @@ accepted once a PIN is set, the document joining the phone's managed documents."
 from __future__ import annotations
 
 import re
+import socket
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -216,6 +217,21 @@ def test_the_story_with_the_real_agent(
     )
     assert made.status_code == 201, made.text
     url = made.json()["url"]
+
+    # A look-alike link (another host or port: a phishing mail) or another path of the
+    # server: refused before anything is sent; the trap never sees a connection.
+    with socket.create_server(("127.0.0.1", 0)) as trap:
+        trap.settimeout(0.3)
+        parts = urlsplit(url)
+        for bad in (
+            f"http://127.0.0.1:{trap.getsockname()[1]}{parts.path}",
+            f"{parts.scheme}://{parts.netloc}/api/v1/me",
+        ):
+            line = agent("fetch", bad, code=1, process=True).stderr.strip()
+            assert "is not a gateway link of the server this device is enrolled with" in line
+            assert line.startswith("error: refused: ") and "\n" not in line
+        with pytest.raises(TimeoutError):
+            trap.accept()
 
     refused = agent("fetch", url, code=1, process=True)
     line = refused.stderr.strip()

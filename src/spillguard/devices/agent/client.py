@@ -421,6 +421,17 @@ class DeviceClient:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise AgentError("the link must be an http(s) address")
+        # The credential goes only to the server this device enrolled with, and only for
+        # its gateway: a look-alike link in a phishing mail must not collect it.
+        server = urlsplit(self.api_root.removesuffix(PROTOCOL_PATH))
+        if _origin(parts) != _origin(server) or not parts.path.startswith(
+            server.path.rstrip("/") + GATEWAY_PATH
+        ):
+            raise AgentError(
+                f"refused: {parts.scheme}://{parts.netloc}{parts.path[:60]} is not a gateway "
+                f"link of the server this device is enrolled with "
+                f"({server.scheme}://{server.netloc}); the device credential is not sent"
+            )
         attempt = 0
         while True:
             attempt += 1
@@ -444,6 +455,21 @@ class DeviceClient:
             media_type=response.headers.get("content-type", "application/octet-stream"),
             data=response.content,
         )
+
+
+GATEWAY_PATH: Final = "/gateway/"
+"""Gateway links are ``<server>/gateway/<token>`` (exposure.gateway)."""
+
+
+def _origin(parts: Any) -> tuple[str, str, int | None]:
+    """Scheme, host and port of a URL, the port made explicit (``https://h`` is ``h:443``)."""
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port or default
 
 
 class AsyncDeviceClient:
