@@ -177,8 +177,17 @@ def test_the_nginx_endpoint(client: TestClient, world: dict[str, Any]) -> None:
     assert_clean_problem(forged, 401)
     no_token = client.get(url, headers=device(other))
     assert_clean_problem(no_token, 401)
-    bad_label = client.get(url, headers={**proxy, **device(other), "X-Spillguard-Label": "x"})
-    assert_clean_problem(bad_label, 422)
+    # Headers it cannot read are a denial (403, the reason in its header), never a 422:
+    # nginx's auth_request knows only 2xx, 401 and 403 and makes anything else a 500.
+    for bad, why in (
+        ({"X-Spillguard-Label": "secret"}, "X-Spillguard-Label is not one of"),
+        ({"X-Spillguard-Content-Sha256": "nothex"}, "not a SHA-256 digest"),
+        ({"X-Spillguard-User": "u" * 321 + "@example.com"}, "X-Spillguard-User is not"),
+    ):
+        refused = client.get(url, headers={**proxy, **device(other), **bad})
+        assert_clean_problem(refused, 403)
+        assert refused.headers["x-spillguard-decision"] == "deny"
+        assert why in refused.headers["x-spillguard-reason"]
     assert client.post(url, headers={**proxy, **device(other)}).status_code == 204
 
 

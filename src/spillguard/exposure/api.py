@@ -31,7 +31,7 @@ from spillguard.core.roles import mark_authz_checked
 from spillguard.core.schemas import Page
 from spillguard.core.settings import Settings
 from spillguard.devices.protocol import DeviceAuthenticationRequired, authenticate_device
-from spillguard.exposure.decisions import AccessDecisions, AccessOutcome
+from spillguard.exposure.decisions import AccessDecisions, AccessOutcome, nginx_headers_problem
 from spillguard.exposure.downloads import fetch
 from spillguard.exposure.gateway import link_url
 from spillguard.exposure.ledger import DeliverySpec
@@ -512,11 +512,9 @@ def nginx_auth_request(
     request: Request,
     db: DbSession,
     principal: ApiPrincipal,
-    label: Annotated[str | None, Header(alias="X-Spillguard-Label", max_length=20)] = None,
-    sha256: Annotated[
-        str | None, Header(alias="X-Spillguard-Content-Sha256", pattern=SHA256_PATTERN)
-    ] = None,
-    user: Annotated[str | None, Header(alias="X-Spillguard-User", max_length=320)] = None,
+    label: Annotated[str | None, Header(alias="X-Spillguard-Label")] = None,
+    sha256: Annotated[str | None, Header(alias="X-Spillguard-Content-Sha256")] = None,
+    user: Annotated[str | None, Header(alias="X-Spillguard-User")] = None,
 ) -> Response:
     """For nginx's `auth_request` (docs/exposure.md): the phone proves itself with
     `X-Spillguard-Device: <id>.<credential>`; the location's label comes in
@@ -524,6 +522,14 @@ def nginx_auth_request(
     person optionally in `X-Spillguard-User` (else the phone's owner)."""
     svc = AccessDecisions(db, principal)
     svc.check()
+    unreadable = nginx_headers_problem(label, sha256, user)
+    if unreadable is not None:  # deny (403): nginx turns a 422 into a 500
+        denied = AccessDenied(unreadable)
+        denied.response_headers = {
+            "X-Spillguard-Decision": "deny",
+            "X-Spillguard-Reason": header_text(unreadable),
+        }
+        raise denied
     parsed = parse_min_label(label)
     credential = request.headers.get(DEVICE_HEADER)
     if not credential:

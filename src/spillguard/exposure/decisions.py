@@ -10,6 +10,7 @@ counted in the metrics of the route.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -31,7 +32,7 @@ from spillguard.exposure.access import (
 )
 from spillguard.exposure.models import InspectedContent
 from spillguard.exposure.services import ExposureAuditAction
-from spillguard.inspection.classify import Label
+from spillguard.inspection.classify import Label, parse_label
 
 
 @dataclass(frozen=True)
@@ -132,3 +133,22 @@ class AccessDecisions:
                 },
             )
         return outcome
+
+
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def nginx_headers_problem(label: str | None, sha256: str | None, user: str | None) -> str | None:
+    """Why nginx's headers for the auth_request check cannot be read, in plain words, or
+    None. The endpoint answers such a request 403 (deny), not 422: nginx's auth_request
+    understands only 2xx, 401 and 403 and turns anything else into a 500."""
+    if label is not None and label.strip():
+        try:
+            parse_label(label)
+        except ValueError:
+            return "X-Spillguard-Label is not one of public, internal, confidential, restricted."
+    if sha256 is not None and not _SHA256_HEX.fullmatch(sha256):
+        return "X-Spillguard-Content-Sha256 is not a SHA-256 digest (64 hex digits)."
+    if user is not None and not 0 < len(user) <= 320:
+        return "X-Spillguard-User is not a user's e-mail address."
+    return None
