@@ -122,6 +122,12 @@ def test_a_limited_token_does_only_that(
     assert_clean_problem(refused, 403)
     assert "limited to access-decisions" in refused.json()["detail"]
     assert_clean_problem(client.get("/api/v1/devices", headers=proxy), 403)
+    # /me tells what this token may do: its purpose, not everything its role could.
+    me = client.get("/api/v1/me", headers=proxy).json()
+    assert me["scope"] == "access-decisions"
+    assert me["permissions"] == ["exposure:decide"]
+    whole = client.get("/api/v1/me", headers=users.auth("security")).json()
+    assert whole["scope"] is None and len(whole["permissions"]) > 10
     # A role that cannot decide cannot hold such a token.
     assert_clean_problem(scoped_token(client, users, role="helpdesk"), 422)
     # Without the purpose, a helpdesk token cannot ask either.

@@ -36,12 +36,16 @@ router = APIRouter(prefix="/api/v1")
 @router.get("/me", response_model=Me, tags=["identity"], summary="Who the token belongs to")
 def me(principal: ApiPrincipal) -> Me:
     principal.require_authenticated()
-    perms = sorted(p.value for p in ROLE_PERMISSIONS[principal.role]) if principal.role else []
+    # What this credential may do: a scoped token holds its role's permissions within its
+    # scope only (Principal.can), not everything the role could do.
+    role = ROLE_PERMISSIONS[principal.role] if principal.role else frozenset()
+    perms = sorted(p.value for p in role if principal.can(p))
     return Me(
         user_id=principal.user_id,
         email=principal.label,
         role=principal.role,
         via=principal.kind,
+        scope=principal.scope,
         permissions=perms,
     )
 

@@ -114,7 +114,10 @@ class Me(BaseModel):
     email: str | None
     role: Role | None
     via: str
-    permissions: list[str]
+    scope: TokenScope | None = Field(
+        None, description="The token's purpose when it is limited to one (null: the whole role)."
+    )
+    permissions: list[str] = Field(description="What this credential may do.")
 
 
 class StatusPublic(BaseModel):
