@@ -240,8 +240,9 @@ def test_bad_deliveries_refuse_the_batch(
     }
     response = record(client, security, good, {**good, **change})
     assert_clean_problem(response, status)
-    if words:
+    if words:  # the batch's refusals of our own name the item
         assert words in response.json()["detail"].lower()
+        assert response.json()["detail"].startswith("items[1]: ")
     assert db.scalar(select(func.count()).select_from(Delivery)) == 0
 
 

@@ -56,6 +56,7 @@ from spillguard.exposure.services import (
     DeliveryFilter,
     DestinationExposure,
     ExposureService,
+    InvalidDelivery,
     destination_from,
     parse_min_label,
 )
@@ -177,23 +178,28 @@ def record_deliveries(
     """Record where inspected content went (up to 10,000 per batch). A delivery with a
     `source_id` already recorded from the same `source_system` is counted as a duplicate
     and not recorded again. One invalid item refuses the batch and names it."""
-    specs = [
-        DeliverySpec(
-            sha256=item.sha256,
-            destination=destination_from(
+    specs = []
+    for position, item in enumerate(batch.items):
+        try:
+            destination = destination_from(
                 type_=item.destination.type,
                 device_id=item.destination.device_id,
                 user_id=item.destination.user_id,
                 recipient=item.destination.recipient,
                 third_party=item.destination.third_party,
-            ),
-            channel=item.channel,
-            occurred_at=item.occurred_at,
-            source_system=item.source_system,
-            source_id=item.source_id,
+            )
+        except InvalidDelivery as exc:  # named by item, as the service's other refusals
+            raise InvalidDelivery(f"items[{position}]: {exc.detail}", **exc.extra) from None
+        specs.append(
+            DeliverySpec(
+                sha256=item.sha256,
+                destination=destination,
+                channel=item.channel,
+                occurred_at=item.occurred_at,
+                source_system=item.source_system,
+                source_id=item.source_id,
+            )
         )
-        for item in batch.items
-    ]
     outcome = ExposureService(db, principal).record_reported(
         specs, clock_skew=timedelta(seconds=settings.device_clock_skew_seconds)
     )
