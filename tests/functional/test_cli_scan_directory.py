@@ -53,6 +53,10 @@ def test_import_then_scan_reports_the_1000_customers_restricted(
     cache = Path(env["SPILLGUARD_HOME"]) / "cache"
     assert [p.name.startswith("edm-index-") for p in cache.iterdir()] == [True]
 
+    # Without the cached index the scan rebuilds it: its log line must not reach stdout,
+    # which is the JSON report (it did, and the JSON did not parse).
+    for built in cache.iterdir():
+        built.unlink()
     result = run_spillguard(
         ["scan", str(folder), "--format", "json", "--min-label", "restricted"], env, timeout=180
     )

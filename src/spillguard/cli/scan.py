@@ -32,6 +32,7 @@ from spillguard.cli.common import (
 from spillguard.core.audit import record_event
 from spillguard.core.heap import settle
 from spillguard.core.keys import KeyRing, load_or_create_key_ring
+from spillguard.core.logging import configure_logging
 from spillguard.core.settings import load_settings
 from spillguard.customers import EdmIndex, EdmIndexBuilder, map_columns
 from spillguard.customers.snapshot import CachedDirectoryIndex
@@ -124,6 +125,9 @@ def scan(
     nothing at or above --min-label, 1 something is (or a path could not be read), 2
     usage error.  Values are always masked.
     """
+    # Stdout is the report (JSON and SARIF are parsed): log lines go to stderr, and only
+    # warnings (an engine failure), not the routine ones (an EDM snapshot rebuilt).
+    configure_logging("WARNING", json=False)
     if dask and workers > 1:
         raise typer.BadParameter("--workers and --dask cannot be used together")
     if (edm_csv is None) != (edm_id_column is None):

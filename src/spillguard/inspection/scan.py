@@ -39,6 +39,7 @@ from spillguard.inspection.extract import (
     PartKind,
     Source,
     extract,
+    not_a_regular_file,
 )
 
 if TYPE_CHECKING:  # customers imports the detectors: import it lazily at run time
@@ -216,6 +217,8 @@ def _scan_table(
 
 
 def _hash_file(path: Path) -> tuple[str | None, int | None]:
+    if not_a_regular_file(path) is not None:  # extract reports it; reading would hang
+        return None, None
     try:
         with path.open("rb") as handle:
             return _hash_stream(handle)

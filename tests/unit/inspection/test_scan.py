@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import random
 import zipfile
 from dataclasses import dataclass
@@ -189,6 +190,23 @@ def test_unscannable_parts_propagate_and_are_never_clean(tmp_path, engine):
     assert missing.status is ItemStatus.UNSCANNABLE
     assert missing.reasons == ["unscannable: unreadable: No such file or directory"]
     assert missing.sha256 is None
+
+
+def test_pipes_and_devices_are_unscannable_not_read(tmp_path, engine):
+    """A named pipe blocks on open and /dev/zero never ends: both are reported at once
+    (they hung the scan, before and after hashing), and the files beside them scanned."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    (tmp_path / "a.txt").write_text("write to jo@example.org")
+    for special in (fifo, Path("/dev/zero")):
+        report = scan(special, engine=engine)
+        assert report.status is ItemStatus.UNSCANNABLE
+        assert report.reasons == [
+            "unscannable: unreadable: not a regular file (a pipe, socket or device)"
+        ]
+        assert report.sha256 is None
+    reports = list(scan_paths([tmp_path], workers=1))
+    assert [r.status for r in reports] == [ItemStatus.FINDINGS, ItemStatus.UNSCANNABLE]
 
 
 def test_engine_timeout_is_uninspected(engine):

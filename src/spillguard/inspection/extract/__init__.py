@@ -14,7 +14,7 @@ holds under attack.  See docs/inspection.md, "Extractors".
 
 from __future__ import annotations
 
-from spillguard.inspection.extract.dispatch import Source, extract
+from spillguard.inspection.extract.dispatch import Source, extract, not_a_regular_file
 from spillguard.inspection.extract.model import (
     ExtractedPart,
     Extraction,
@@ -33,4 +33,5 @@ __all__ = [
     "Unscannable",
     "UnscannableCode",
     "extract",
+    "not_a_regular_file",
 ]

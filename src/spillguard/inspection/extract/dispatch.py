@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -255,6 +256,11 @@ def extract(
         elif isinstance(source, str | os.PathLike):
             file_path = Path(source)
             display = display or file_path.name or str(file_path)
+            special = not_a_regular_file(file_path)
+            if special is not None:  # opening a pipe blocks; a device never ends
+                result = Extraction(display)
+                result.unscannable.append(Unscannable(display, UnscannableCode.UNREADABLE, special))
+                return result
             try:
                 opened = file_path.open("rb")
                 blob = Blob(opened)
@@ -289,6 +295,18 @@ def extract(
     finally:
         if opened is not None:
             opened.close()
+
+
+def not_a_regular_file(path: Path) -> str | None:
+    """Why ``path`` is not read (a named pipe, socket or device: reading one blocks or never
+    ends), or None for a regular file or a path ``stat`` cannot see (opening it says why)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return "not a regular file (a pipe, socket or device)"
 
 
 def _os_reason(exc: OSError) -> str:
