@@ -166,6 +166,7 @@ def test_who_may_view_and_import(
             {},
             "no column holds",
         ),
+        (b'Customer ID,Email\nC1,"a@example.com\nC2,b@example.com\n', {}, "malformed CSV"),
     ],
 )
 def test_bad_files_are_problems_and_store_nothing(
@@ -176,6 +177,21 @@ def test_bad_files_are_problems_and_store_nothing(
     body = assert_clean_problem(response, 422)
     assert says in body["detail"], body
     assert nothing_stored(db)
+
+
+def test_a_quote_left_open_refuses_the_file_and_removes_nobody(
+    client: TestClient, dpo: dict[str, str], db: Session
+) -> None:
+    """A stray quote read the rest of the file as one field, and every customer after it
+    was removed as missing from the list: the file is refused, the directory unchanged."""
+    assert upload(client, dpo, to_csv(BASE[:40])).status_code == 201
+    lines = to_csv(BASE[:40]).decode().splitlines(keepends=True)
+    lines[3] = lines[3].rstrip("\r\n") + ',"unclosed\r\n'
+    response = upload(client, dpo, "".join(lines).encode())
+    assert "malformed CSV" in assert_clean_problem(response, 422)["detail"]
+    db.expire_all()
+    active = select(func.count()).select_from(Customer).where(Customer.removed_at.is_(None))
+    assert db.scalar(active) == 40
 
 
 def test_wrong_requests_are_problems(client: TestClient, dpo: dict[str, str]) -> None:

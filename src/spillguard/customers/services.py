@@ -358,7 +358,9 @@ class CustomerImportService:
     def _import(self, src: _Source, id_column: str | None, overrides: Sequence[str]) -> ImportRun:
         started = utcnow()
         text = src.text()
-        reader = csv.reader(text)
+        # strict: a quote left open reads the rest of the file as one field, and the
+        # customers after it would be removed as missing from the list; refuse the file.
+        reader = csv.reader(text, strict=True)
         counts = ImportCounts()
         try:
             header = next(reader, None)
