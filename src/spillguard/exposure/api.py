@@ -34,7 +34,6 @@ from spillguard.devices.protocol import DeviceAuthenticationRequired, authentica
 from spillguard.exposure.decisions import AccessDecisions, AccessOutcome, nginx_headers_problem
 from spillguard.exposure.downloads import fetch
 from spillguard.exposure.gateway import link_url
-from spillguard.exposure.ledger import DeliverySpec
 from spillguard.exposure.links import LinkRow, LinkService
 from spillguard.exposure.models import Channel, Delivery, HeldDocument, InspectedContent
 from spillguard.exposure.schemas import (
@@ -56,9 +55,8 @@ from spillguard.exposure.services import (
     DeliveryFilter,
     DestinationExposure,
     ExposureService,
-    InvalidDelivery,
-    destination_from,
     parse_min_label,
+    reported_specs,
 )
 from spillguard.exposure.store import BlobStore, blob_store
 from spillguard.inspection.api import Runtime, Submitted, submitted, upload_request_body
@@ -178,28 +176,7 @@ def record_deliveries(
     """Record where inspected content went (up to 10,000 per batch). A delivery with a
     `source_id` already recorded from the same `source_system` is counted as a duplicate
     and not recorded again. One invalid item refuses the batch and names it."""
-    specs = []
-    for position, item in enumerate(batch.items):
-        try:
-            destination = destination_from(
-                type_=item.destination.type,
-                device_id=item.destination.device_id,
-                user_id=item.destination.user_id,
-                recipient=item.destination.recipient,
-                third_party=item.destination.third_party,
-            )
-        except InvalidDelivery as exc:  # named by item, as the service's other refusals
-            raise InvalidDelivery(f"items[{position}]: {exc.detail}", **exc.extra) from None
-        specs.append(
-            DeliverySpec(
-                sha256=item.sha256,
-                destination=destination,
-                channel=item.channel,
-                occurred_at=item.occurred_at,
-                source_system=item.source_system,
-                source_id=item.source_id,
-            )
-        )
+    specs = reported_specs(batch.items)
     outcome = ExposureService(db, principal).record_reported(
         specs, clock_skew=timedelta(seconds=settings.device_clock_skew_seconds)
     )

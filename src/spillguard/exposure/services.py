@@ -677,6 +677,35 @@ def parse_min_label(value: str | None) -> Label | None:
         raise InvalidDelivery(str(exc)) from None
 
 
+def reported_specs(items: Iterable[Any]) -> list[DeliverySpec]:
+    """The deliveries of an API batch (``schemas.DeliveryIn`` items) as specs; an invalid
+    destination refuses the batch naming its item (``items[N]: ...``), as
+    :meth:`ExposureService.record_reported` names its own refusals."""
+    specs = []
+    for position, item in enumerate(items):
+        try:
+            destination = destination_from(
+                type_=item.destination.type,
+                device_id=item.destination.device_id,
+                user_id=item.destination.user_id,
+                recipient=item.destination.recipient,
+                third_party=item.destination.third_party,
+            )
+        except InvalidDelivery as exc:
+            raise InvalidDelivery(f"items[{position}]: {exc.detail}", **exc.extra) from None
+        specs.append(
+            DeliverySpec(
+                sha256=item.sha256,
+                destination=destination,
+                channel=item.channel,
+                occurred_at=item.occurred_at,
+                source_system=item.source_system,
+                source_id=item.source_id,
+            )
+        )
+    return specs
+
+
 def destination_from(
     *,
     type_: DestinationType,
