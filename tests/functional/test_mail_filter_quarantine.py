@@ -98,6 +98,15 @@ def test_release_hands_the_message_on_and_records_it(
     assert len(sink.received) == 1
     still = client.get(API, params={"status": "held"}, headers=world.security).json()
     assert [i["id"] for i in still["items"]] == [held[1]["id"]]
+    # status=all lists every message whatever its state, as leaving status out does.
+    for params in ({"status": "all"}, {}):
+        every = client.get(API, params=params, headers=world.security).json()
+        assert [(i["id"], i["status"]) for i in every["items"]] == [
+            (held[0]["id"], "released"),
+            (held[1]["id"], "held"),
+        ]
+    done = client.get(API, params={"status": "released"}, headers=world.security).json()
+    assert [i["id"] for i in done["items"]] == [held[0]["id"]] and done["total"] == 1
 
 
 def test_delete_erases_the_stored_message(

@@ -6,6 +6,7 @@ each decision is audited. Bodies carry addresses, labels and counts, never the m
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -51,6 +52,19 @@ class QuarantinedPublic(BaseModel):
     decision_note: str | None
 
 
+class StatusFilter(StrEnum):
+    """Which held messages to list: those in one state, or every one whatever its state."""
+
+    HELD = QuarantineStatus.HELD.value
+    RELEASED = QuarantineStatus.RELEASED.value
+    DELETED = QuarantineStatus.DELETED.value
+    ALL = "all"
+
+    def status(self) -> QuarantineStatus | None:
+        """The state to filter on; None for every message."""
+        return None if self is StatusFilter.ALL else QuarantineStatus(self.value)
+
+
 class QuarantineDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -81,10 +95,13 @@ Service = Annotated[QuarantineService, Depends(api_service)]
 def list_quarantine(
     svc: Service,
     paging: Paging,
-    status: Annotated[QuarantineStatus | None, Query(description="held, released, deleted")] = None,
+    status: Annotated[
+        StatusFilter,
+        Query(description="held, released, deleted, or all (the default: every message)"),
+    ] = StatusFilter.ALL,
 ) -> Page[QuarantinedPublic]:
-    """Held (and decided) messages, newest first."""
-    rows, total = svc.listing(status=status, limit=paging.limit, offset=paging.offset)
+    """Quarantined messages, newest first: those in one state, or all of them."""
+    rows, total = svc.listing(status=status.status(), limit=paging.limit, offset=paging.offset)
     return Page(
         items=[QuarantinedPublic.model_validate(r) for r in rows],
         total=total,
