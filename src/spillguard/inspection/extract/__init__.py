@@ -4,7 +4,8 @@
 :class:`Extraction`: the parts (text, or tables whose rows stay rows for exact data
 match's same-row rule), each with its path inside the container
 (``report.zip/customers.xlsx/Sheet1``), and the items that could not be inspected,
-each with its reason (``unscannable: encrypted``, ``unscannable: zip bomb (ratio …)``).
+each with its reason (``unscannable: encrypted``, ``unscannable: zip bomb: entry …
+expands 1,032 times (limit 100)``).
 
 Formats are detected from content, not names: txt, csv/tsv, json, html, eml (headers,
 bodies, attachments, recursively), zip (recursively), xlsx/xlsm, ods, odt, docx, pptx,

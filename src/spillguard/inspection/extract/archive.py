@@ -8,7 +8,7 @@ import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from spillguard.inspection.extract.budget import Budget, Skip
+from spillguard.inspection.extract.budget import Budget, Skip, size_text
 from spillguard.inspection.extract.model import UnscannableCode
 
 __all__ = ["ZipReader", "declared_entries"]
@@ -50,7 +50,10 @@ class ZipReader:
         self.kind = kind
         count = declared_entries(stream, size)
         if count is not None and count > limits.max_entries:
-            raise Skip(UnscannableCode.TOO_MANY_ENTRIES, f"{count} declared")
+            raise Skip(
+                UnscannableCode.TOO_MANY_ENTRIES,
+                f"the {kind} declares {count:,} (limit {limits.max_entries:,})",
+            )
         stream.seek(0)
         try:
             self.zip = zipfile.ZipFile(stream)
@@ -58,10 +61,18 @@ class ZipReader:
             raise Skip(UnscannableCode.CORRUPT, f"{kind}: {type(exc).__name__}") from None
         self.members = [info for info in self.zip.infolist() if not info.is_dir()]
         if len(self.members) > limits.max_entries:
-            raise Skip(UnscannableCode.TOO_MANY_ENTRIES, f"{len(self.members)} entries")
+            raise Skip(
+                UnscannableCode.TOO_MANY_ENTRIES,
+                f"the {kind} holds {len(self.members):,} (limit {limits.max_entries:,})",
+            )
         declared = sum(info.file_size for info in self.members)
-        if declared > limits.ratio_floor_bytes and declared / max(size, 1) > limits.max_total_ratio:
-            raise Skip(UnscannableCode.ZIP_BOMB, f"ratio {declared / max(size, 1):.0f}, declared")
+        ratio = declared / max(size, 1)
+        if declared > limits.ratio_floor_bytes and ratio > limits.max_total_ratio:
+            raise Skip(
+                UnscannableCode.ZIP_BOMB,
+                f"the {kind} declares contents {ratio:,.0f} times its size "
+                f"(limit {limits.max_total_ratio:,g})",
+            )
         self.names = {info.filename for info in self.members}
 
     def info(self, name: str) -> zipfile.ZipInfo | None:
@@ -76,10 +87,18 @@ class ZipReader:
         if info.flag_bits & 0x1 or info.compress_type == 99:  # 99: WinZip AES
             raise Skip(UnscannableCode.ENCRYPTED, "password-protected zip member")
         if info.file_size > limits.max_member_bytes:
-            raise Skip(UnscannableCode.TOO_LARGE, f"{info.file_size} bytes declared")
+            raise Skip(
+                UnscannableCode.TOO_LARGE,
+                f"entry {info.filename} declares {size_text(info.file_size)} "
+                f"(limit {size_text(limits.max_member_bytes)} per entry)",
+            )
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > limits.ratio_floor_bytes and ratio > limits.max_ratio:
-            raise Skip(UnscannableCode.ZIP_BOMB, f"ratio {ratio:.0f}, declared")
+            raise Skip(
+                UnscannableCode.ZIP_BOMB,
+                f"entry {info.filename} would expand {ratio:,.0f} times, by the sizes it "
+                f"declares (limit {limits.max_ratio:,g})",
+            )
 
     def stream(self, info: zipfile.ZipInfo) -> Iterator[bytes]:
         """The member's bytes in chunks, counted as read; a bomb is stopped mid-way."""
@@ -97,11 +116,17 @@ class ZipReader:
                     self.budget.count_bytes(len(chunk))
                     if read > limits.max_member_bytes:
                         raise Skip(
-                            UnscannableCode.TOO_LARGE, f"more than {limits.max_member_bytes} bytes"
+                            UnscannableCode.TOO_LARGE,
+                            f"entry {info.filename} is over "
+                            f"{size_text(limits.max_member_bytes)}, the limit per entry",
                         )
                     ratio = read / max(info.compress_size, 1)
                     if read > limits.ratio_floor_bytes and ratio > limits.max_ratio:
-                        raise Skip(UnscannableCode.ZIP_BOMB, f"ratio {ratio:.0f}")
+                        raise Skip(
+                            UnscannableCode.ZIP_BOMB,
+                            f"entry {info.filename} expands at least {ratio:,.0f} times "
+                            f"(limit {limits.max_ratio:,g})",
+                        )
                     yield chunk
         except NotImplementedError:
             raise Skip(

@@ -7,7 +7,17 @@ from collections.abc import Callable
 
 from spillguard.inspection.extract.model import ExtractLimits, UnscannableCode
 
-__all__ = ["Abort", "Budget", "Skip"]
+__all__ = ["Abort", "Budget", "Skip", "size_text"]
+
+_UNITS = (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024))
+
+
+def size_text(n: float) -> str:
+    """A byte count as an operator reads it in a reason: ``512 MiB``, ``1.5 KiB``, ``900 bytes``."""
+    for unit, scale in _UNITS:
+        if n >= scale:
+            return f"{n / scale:,.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n:,.0f} bytes"
 
 
 class Skip(Exception):
@@ -54,7 +64,8 @@ class Budget:
         """Abort once the wall-clock budget is spent."""
         if self.clock() > self.deadline:
             raise Abort(
-                UnscannableCode.TIME_LIMIT, f"not finished within {self.limits.time_budget:g} s"
+                UnscannableCode.TIME_LIMIT,
+                f"not finished within {self.limits.time_budget:g} s, the limit for one file",
             )
 
     def count_bytes(self, n: int) -> None:
@@ -64,15 +75,24 @@ class Budget:
         if self.total_bytes > limits.max_total_bytes:
             raise Abort(
                 UnscannableCode.TOO_LARGE,
-                f"more than {limits.max_total_bytes} bytes decompressed in total",
+                f"stopped after {size_text(limits.max_total_bytes)} decompressed, "
+                "the limit for one file",
             )
         if self.input_size and self.total_bytes > limits.ratio_floor_bytes:
             ratio = self.total_bytes / self.input_size
             if ratio > limits.max_total_ratio:
-                raise Abort(UnscannableCode.ZIP_BOMB, f"ratio {ratio:.0f} overall")
+                raise Abort(
+                    UnscannableCode.ZIP_BOMB,
+                    f"its contents expand to at least {ratio:,.0f} times the file's size "
+                    f"(limit {limits.max_total_ratio:,g})",
+                )
 
     def add_entry(self) -> None:
         """Count one archive member or attachment; abort past the limit."""
         self.entries += 1
         if self.entries > self.limits.max_entries:
-            raise Abort(UnscannableCode.TOO_MANY_ENTRIES, f"more than {self.limits.max_entries}")
+            raise Abort(
+                UnscannableCode.TOO_MANY_ENTRIES,
+                f"stopped after {self.limits.max_entries:,} archive entries and attachments, "
+                "the limit for one file",
+            )

@@ -72,7 +72,9 @@ class Context:
 
     def _cut(self, path: str) -> None:
         self.unscannable(
-            path, UnscannableCode.TOO_LARGE, f"text cut at {self.limits.max_part_chars} characters"
+            path,
+            UnscannableCode.TOO_LARGE,
+            f"text cut at {self.limits.max_part_chars:,} characters, the limit for one part",
         )
 
     def add_text(self, path: str, text: str, fmt: str, truncated: bool) -> None:
@@ -92,7 +94,9 @@ class Context:
         self.budget.add_entry()
         if depth > self.limits.max_depth:
             self.unscannable(
-                path, UnscannableCode.TOO_DEEP, f"more than {self.limits.max_depth} levels"
+                path,
+                UnscannableCode.TOO_DEEP,
+                f"inside {depth} nested containers (limit {self.limits.max_depth})",
             )
             return False
         return True

@@ -7,6 +7,7 @@ from email import policy
 from email.message import Message
 from typing import TYPE_CHECKING
 
+from spillguard.inspection.extract.budget import size_text
 from spillguard.inspection.extract.model import UnscannableCode
 from spillguard.inspection.extract.source import Blob
 from spillguard.inspection.extract.text import decode_bytes, html_content
@@ -74,7 +75,7 @@ def _leaf(ctx: Context, part: Message, path: str, depth: int, counters: dict[str
     inline_text = content_type in {"text/plain", "text/html"} and not filename
     if inline_text and disposition != "attachment":
         if len(data) > limit:
-            ctx.unscannable(f"{path}/body", UnscannableCode.TOO_LARGE, f"more than {limit} bytes")
+            ctx.unscannable(f"{path}/body", UnscannableCode.TOO_LARGE, _over(limit))
             return
         ctx.budget.count_bytes(len(data))
         counters["body"] += 1
@@ -94,10 +95,14 @@ def _leaf(ctx: Context, part: Message, path: str, depth: int, counters: dict[str
     name = filename or f"attachment {counters['attachment']}"
     child = f"{path}/{name}"
     if len(data) > limit:
-        ctx.unscannable(child, UnscannableCode.TOO_LARGE, f"more than {limit} bytes")
+        ctx.unscannable(child, UnscannableCode.TOO_LARGE, _over(limit))
         return
     ctx.budget.count_bytes(len(data))
     ctx.child(Blob.of_bytes(data), child, name, depth + 1)
+
+
+def _over(limit: int) -> str:
+    return f"over {size_text(limit)}, the limit for one body or attachment"
 
 
 def _decode(data: bytes, charset: str | None) -> str | None:

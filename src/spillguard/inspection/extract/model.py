@@ -121,14 +121,14 @@ class Unscannable:
     @property
     def reason(self) -> str:
         """``unscannable: <code>[: <detail>]``, e.g. ``unscannable: corrupt xlsx: BadZipFile``
-        or ``unscannable: zip bomb (ratio 942)``."""
+        or ``unscannable: zip bomb: entry x.bin expands 1,032 times (limit 100)``.
+
+        A limit's reason says in plain words what was met and names the limit."""
         text = f"unscannable: {self.code.value}"
         if not self.detail:
             return text
         if self.code is UnscannableCode.CORRUPT:
             return f"{text} {self.detail}"
-        if self.code is UnscannableCode.ZIP_BOMB:
-            return f"{text} ({self.detail})"
         return f"{text}: {self.detail}"
 
 

@@ -214,7 +214,11 @@ def extract_xlsx(ctx: Context, zr: ZipReader, path: str) -> None:
         return
     shared, shared_cut = _shared_strings(zr, shared_name, cap)
     if shared_cut:
-        ctx.unscannable(path, UnscannableCode.TOO_LARGE, f"shared strings cut at {cap} characters")
+        ctx.unscannable(
+            path,
+            UnscannableCode.TOO_LARGE,
+            f"shared strings cut at {cap:,} characters, the limit for one part",
+        )
     date_styles = _date_styles(zr, styles_name)
     for sheet_name, member in targets:
         if zr.info(member) is None:
@@ -455,7 +459,11 @@ def extract_odf(ctx: Context, zr: ZipReader, path: str, fmt: str) -> None:
         if rows:
             ctx.add_table(f"{path}/{name}", rows, fmt, truncated)
     if truncated and not body and not any(rows for _n, rows in tables):
-        ctx.unscannable(path, UnscannableCode.TOO_LARGE, "text cut")
+        ctx.unscannable(
+            path,
+            UnscannableCode.TOO_LARGE,
+            f"text cut at {ctx.limits.max_part_chars:,} characters, the limit for one part",
+        )
 
 
 def _repeat(value: str | None) -> int:

@@ -6,7 +6,7 @@ import io
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from spillguard.inspection.extract.budget import Budget, Skip
+from spillguard.inspection.extract.budget import Budget, Skip, size_text
 from spillguard.inspection.extract.model import UnscannableCode
 
 __all__ = ["CHUNK", "HEAD", "Blob"]
@@ -70,7 +70,7 @@ class Blob:
         for chunk in self.chunks(budget):
             buffer.write(chunk)
             if buffer.tell() > cap:
-                raise Skip(UnscannableCode.TOO_LARGE, f"more than {cap} bytes")
+                raise _over(cap)
         self.size = buffer.tell()
         self._stream = buffer
         self.seekable = True
@@ -81,12 +81,19 @@ class Blob:
         """The whole content as bytes, refused past ``max_member_bytes``."""
         cap = budget.limits.max_member_bytes
         if self.size is not None and self.size > cap:
-            raise Skip(UnscannableCode.TOO_LARGE, f"more than {cap} bytes")
+            raise _over(cap)
         stream = self.random_access(budget)
         data = stream.read(cap + 1)
         if len(data) > cap:
-            raise Skip(UnscannableCode.TOO_LARGE, f"more than {cap} bytes")
+            raise _over(cap)
         return data
+
+
+def _over(cap: int) -> Skip:
+    return Skip(
+        UnscannableCode.TOO_LARGE,
+        f"over {size_text(cap)}, the limit for one item held in memory",
+    )
 
 
 def _read_upto(stream: BinaryIO, n: int) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import re
 import struct
 import tracemalloc
 import zipfile
@@ -42,7 +43,7 @@ def test_nesting_beyond_the_depth_is_refused_and_reported(fake):
     assert shallow.complete and email in shallow.parts[0].text
     deep = extract(_nested(4, email.encode()), "n.zip", ExtractLimits(max_depth=3))
     assert _codes(deep) == [UnscannableCode.TOO_DEEP]
-    assert deep.reasons[0].startswith("unscannable: nesting too deep")
+    assert deep.reasons == ["unscannable: nesting too deep: inside 4 nested containers (limit 3)"]
     assert not any(email in p.text for p in deep.parts)
 
 
@@ -54,7 +55,11 @@ def test_zip_bomb_member_is_stopped_while_reading():
     result = extract(bomb, "bomb.zip", limits)
     bombs = [u for u in result.unscannable if u.code is UnscannableCode.ZIP_BOMB]
     assert bombs and bombs[0].path == "bomb.zip/zeros.bin"
-    assert bombs[0].reason.startswith("unscannable: zip bomb (ratio ")
+    assert re.fullmatch(
+        r"unscannable: zip bomb: entry zeros\.bin would expand [1-9]\d{0,2}(,\d{3})* times, "
+        r"by the sizes it declares \(limit 100\)",
+        bombs[0].reason,
+    ), bombs[0].reason
 
 
 def test_zip_bomb_is_caught_on_actual_bytes_when_headers_lie():
@@ -74,20 +79,60 @@ def test_overall_ratio_catches_nested_bombs():
     limits = ExtractLimits(max_ratio=1000, max_total_ratio=50)
     result = extract(outer, "nested-bomb.zip", limits)
     assert UnscannableCode.ZIP_BOMB in _codes(result)
+    assert all(
+        re.fullmatch(
+            r"unscannable: zip bomb: the zip declares contents [\d,]+ times its size \(limit 50\)",
+            reason,
+        )
+        for reason in result.reasons
+    ), result.reasons
+
+
+def test_overall_ratio_is_also_counted_on_the_bytes_read():
+    """Every zip and member stays under the size from which ratios are checked, but ten
+    copies of 500 KB of spaces come out of one file of a few kilobytes."""
+    inner = builders.zip_file({"spaces.txt": b" " * (500 * 1024)})
+    outer = builders.zip_file({f"copy{i}.zip": inner for i in range(10)})
+    assert len(outer) < 10_000
+    result = extract(outer, "nested-bomb.zip")
+    assert _codes(result) == [UnscannableCode.ZIP_BOMB]
+    assert re.fullmatch(
+        r"unscannable: zip bomb: its contents expand to at least [\d,]+ times the file's size "
+        r"\(limit 200\)",
+        result.reasons[0],
+    ), result.reasons
 
 
 def test_total_bytes_limit_aborts_the_extraction():
     data = builders.zip_file({f"f{i}.txt": os.urandom(200_000).hex().encode() for i in range(8)})
     result = extract(data, "big.zip", ExtractLimits(max_total_bytes=MiB))
     assert _codes(result)[-1] is UnscannableCode.TOO_LARGE
+    assert result.reasons[-1] == (
+        "unscannable: too large: stopped after 1 MiB decompressed, the limit for one file"
+    )
     assert 0 < len(result.parts) < 8
+
+
+def test_size_limits_name_the_limit():
+    member = os.urandom(700 * 1024).hex().encode()  # 1.4 MiB, incompressible enough
+    data = builders.zip_file({"big.txt": member, "ok.txt": b"hello"})
+    limits = ExtractLimits(max_member_bytes=MiB)
+    result = extract(data, "m.zip", limits)
+    assert result.reasons == [
+        "unscannable: too large: entry big.txt declares 1.4 MiB (limit 1 MiB per entry)"
+    ]
+    assert [p.path for p in result.parts] == ["m.zip/ok.txt"]
+    one_way = extract(io.BufferedReader(_OneWay(data + bytes(MiB))), "m.zip", limits)
+    assert one_way.reasons == [
+        "unscannable: too large: over 1 MiB, the limit for one item held in memory"
+    ]
 
 
 def test_too_many_entries():
     data = builders.zip_file({f"f{i}.txt": b"x" for i in range(50)})
     result = extract(data, "many.zip", ExtractLimits(max_entries=20))
     assert _codes(result) == [UnscannableCode.TOO_MANY_ENTRIES]
-    assert result.reasons == ["unscannable: too many entries: 50 declared"]
+    assert result.reasons == ["unscannable: too many entries: the zip declares 50 (limit 20)"]
 
 
 def test_entries_are_counted_across_nested_containers():
@@ -95,6 +140,10 @@ def test_entries_are_counted_across_nested_containers():
     outer = builders.zip_file({"a.zip": inner, "b.zip": inner})
     result = extract(outer, "o.zip", ExtractLimits(max_entries=20))
     assert UnscannableCode.TOO_MANY_ENTRIES in _codes(result)
+    assert result.reasons == [
+        "unscannable: too many entries: stopped after 20 archive entries and attachments, "
+        "the limit for one file"
+    ]
 
 
 def test_time_limit_keeps_what_was_found_and_reports_the_rest():
@@ -102,8 +151,25 @@ def test_time_limit_keeps_what_was_found_and_reports_the_rest():
     ticks = itertools.count()
     result = extract(data, "slow.zip", ExtractLimits(time_budget=25), clock=lambda: next(ticks))
     assert _codes(result) == [UnscannableCode.TIME_LIMIT]
-    assert result.reasons[0] == "unscannable: time limit: not finished within 25 s"
+    assert result.reasons == [
+        "unscannable: time limit: not finished within 25 s, the limit for one file"
+    ]
     assert 0 < len(result.parts) < 40
+
+
+class _OneWay(io.RawIOBase):
+    """``data`` as a stream that cannot seek (an upload, a pipe)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self.data.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
 
 
 class _Endless(io.RawIOBase):
@@ -139,7 +205,9 @@ def test_huge_single_line_stream_is_cut_at_the_cap_in_bounded_memory(fake):
         tracemalloc.stop()
     part = result.parts[0]
     assert part.truncated and len(part.text) == MiB and part.text.startswith(email)
-    assert _codes(result) == [UnscannableCode.TOO_LARGE]
+    assert result.reasons == [
+        "unscannable: too large: text cut at 1,048,576 characters, the limit for one part"
+    ]
     assert stream.served <= 3 * MiB  # stopped reading soon after the cap
     assert peak < 16 * MiB
 
