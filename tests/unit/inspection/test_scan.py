@@ -228,6 +228,35 @@ def test_table_header_gives_context_to_every_row(engine):
     assert {f.location.cell for f in last} == {2, 3}
 
 
+def test_html_table_is_counted_once(people, index, engine):
+    """An HTML page holding a table of customers finds what the same table as a CSV finds:
+    the cells are in the table part only, not also in the page's text."""
+    chosen = people[40:60]
+    header = ["Full name", "Email", "Mobile", "Postcode", "Card"]
+    rows = [[p.name, p.email, p.phone, p.postcode, p.card] for p in chosen]
+
+    def cells(tag: str, row: list[str]) -> str:
+        return "<tr>" + "".join(f"<{tag}>{value}</{tag}>" for value in row) + "</tr>"
+
+    page = (
+        "<!doctype html><html><body><h1>Customer export</h1><table>"
+        + cells("th", header)
+        + "".join(cells("td", row) for row in rows)
+        + "</table><p>Questions: help@example.org</p></body></html>"
+    )
+    csv = "\n".join(",".join(row) for row in [header, *rows])
+    html_report = scan(page.encode(), name="export.html", engine=engine, edm_index=index)
+    csv_report = scan(csv.encode(), name="export.csv", engine=engine, edm_index=index)
+    assert html_report.format == "html" and csv_report.format == "csv"
+    expected = dict(csv_report.categories)
+    expected["email_address"] += 1  # the help address outside the table
+    assert html_report.categories == expected
+    assert expected["email_address"] == 21 and expected["payment_card"] == 20
+    assert html_report.customer_ids == csv_report.customer_ids == sorted(p.id for p in chosen)
+    in_table = [f for f in html_report.findings if f.location.part == "export.html/table 1"]
+    assert len(in_table) == sum(csv_report.categories.values())
+
+
 def write_tree(root: Path, people: list[Customer]) -> None:
     (root / "sub" / "deeper").mkdir(parents=True)
     (root / "a.xlsx").write_bytes(workbook(people[:15]))

@@ -198,16 +198,40 @@ _VOID = frozenset(
 )  # fmt: skip
 
 
+class _Table:
+    """A ``<table>`` being read: its rows, and the cell whose text is being collected."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[str]] = []
+        self.cell: list[str] | None = None
+
+    def open_cell(self) -> None:
+        self.close_cell()  # an omitted </td> ends at the next cell, as browsers read it
+        if not self.rows:
+            self.rows.append([])
+        self.cell = []
+
+    def close_cell(self) -> None:
+        if self.cell is not None:
+            self.rows[-1].append(" ".join("".join(self.cell).split()))
+            self.cell = None
+
+
 class _HtmlText(HTMLParser):
-    """Visible text plus tables; scripts, styles and templates are skipped."""
+    """Visible text plus tables; scripts, styles and templates are skipped.
+
+    A table cell's content goes to its table only, never also to the running text, so
+    each value is counted once (a table part keeps its rows for EDM's same-row matching).
+    A table inside a cell is a table of its own; text of a table outside any cell (a
+    caption) stays in the running text.
+    """
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.out: list[str] = []
         self.skip_depth = 0
         self.tables: list[list[list[str]]] = []
-        self._stack: list[list[list[str]]] = []
-        self._cell: list[str] | None = None
+        self._stack: list[_Table] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _SKIPPED and tag not in _VOID:
@@ -217,6 +241,13 @@ class _HtmlText(HTMLParser):
             return
         if tag in _BLOCKS:
             self.out.append("\n")
+        if tag == "table":
+            self._stack.append(_Table())
+        elif tag == "tr" and self._stack:
+            self._stack[-1].close_cell()
+            self._stack[-1].rows.append([])
+        elif tag in {"td", "th"} and self._stack:
+            self._stack[-1].open_cell()
         for key, value in attrs:
             if not value:
                 continue
@@ -224,29 +255,17 @@ class _HtmlText(HTMLParser):
                 self._text(" " + value.split(":", 1)[1] + " ")
             elif key in {"value", "alt", "title", "placeholder"}:
                 self._text(" " + value + " ")
-        if tag == "table":
-            self._stack.append([])
-        elif tag == "tr" and self._stack:
-            self._stack[-1].append([])
-        elif tag in {"td", "th"} and self._stack:
-            if not self._stack[-1]:
-                self._stack[-1].append([])
-            self._cell = []
-        elif tag == "br":
+        if tag == "br":
             self._text("\n")
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _SKIPPED and tag != "head":
             self.skip_depth = max(0, self.skip_depth - 1)
             return
-        if tag in {"td", "th"} and self._stack and self._cell is not None:
-            self._stack[-1][-1].append(" ".join("".join(self._cell).split()))
-            self._cell = None
-            self.out.append("\t")
+        if tag in {"td", "th", "tr"} and self._stack:
+            self._stack[-1].close_cell()
         elif tag == "table" and self._stack:
-            table = [row for row in self._stack.pop() if any(row)]
-            if table:
-                self.tables.append(table)
+            self._end_table()
         if tag in _BLOCKS:
             self.out.append("\n")
 
@@ -254,14 +273,28 @@ class _HtmlText(HTMLParser):
         if not self.skip_depth:
             self._text(data)
 
+    def close(self) -> None:
+        super().close()
+        while self._stack:  # a table left open at the end of the document
+            self._end_table()
+
+    def _end_table(self) -> None:
+        table = self._stack.pop()
+        table.close_cell()
+        rows = [row for row in table.rows if any(row)]
+        if rows:
+            self.tables.append(rows)
+
     def _text(self, data: str) -> None:
-        self.out.append(data)
-        if self._cell is not None:
-            self._cell.append(data)
+        if self._stack and self._stack[-1].cell is not None:
+            self._stack[-1].cell.append(data)
+        else:
+            self.out.append(data)
 
 
 def html_content(text: str, budget: Budget) -> tuple[str, list[list[list[str]]]]:
-    """The visible text of an HTML document and its tables (rows of cell strings)."""
+    """The visible text of an HTML document outside its tables, and its tables (rows of
+    cell strings): each piece of text is in exactly one of them."""
     parser = _HtmlText()
     step = 65536
     for start in range(0, len(text), step):

@@ -135,10 +135,40 @@ def test_html_skips_scripts_and_styles_and_keeps_tables(fake):
     result = extract(page.encode(), "page.bin")
     assert result.format == "html"
     text = _part(result, "page.bin").text
-    assert email in text and name in text and "Export" in text
+    assert email in text and "Export" in text  # the e-mail of the mailto: link
+    assert name not in text  # the table's cells are in the table part only
     assert "script-only-text" not in text and "color:red" not in text
     assert "template-only" not in text
     assert _part(result, "page.bin/table 1").rows == [["name", "email"], [name, email]]
+
+
+def test_html_text_outside_tables_and_each_cell_once(fake):
+    """Omitted end tags, a table inside a cell and a table left open lose nothing and
+    count nothing twice: every piece of text is in exactly one part."""
+    words = [fake.unique.email() for _ in range(9)]
+    page = (
+        f"<html><body><p>Before {words[0]}</p>"
+        f"<table><caption>{words[1]}</caption>"
+        f"<tr><th>a<th>b"  # end tags omitted, as HTML allows
+        f"<tr><td>{words[2]}<td>{words[3]}"
+        f"<tr><td>{words[4]} <table><tr><td>{words[5]}</td></tr></table> {words[6]}</td>"
+        f"<td title='{words[7]}'>x</td></tr></table>"
+        f"<p>After</p><table><tr><td>{words[8]}"  # never closed
+    )
+    result = extract(page.encode(), "page.html")
+    assert result.complete and result.format == "html"
+    everything = "\n".join(part.text for part in result.parts)
+    for word in words:
+        assert everything.count(word) == 1, word
+    assert _part(result, "page.html").text == f"Before {words[0]}\n{words[1]}\nAfter"
+    tables = sorted(part.rows for part in result.parts if part.rows is not None)
+    assert tables == sorted(
+        [
+            [["a", "b"], [words[2], words[3]], [f"{words[4]} {words[6]}", f"{words[7]} x"]],
+            [[words[5]]],
+            [[words[8]]],
+        ]
+    )
 
 
 def test_json_values_with_keys_and_lists_of_objects_as_tables(fake):
