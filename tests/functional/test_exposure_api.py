@@ -18,7 +18,7 @@ from spillguard.exposure.models import Delivery
 from tests.factories.customers import people, to_csv
 from tests.factories.devices import create_enrollment, enroll
 from tests.factories.users import UserFactory
-from tests.functional.test_api_errors import assert_clean_problem
+from tests.functional.test_api_errors import assert_clean_problem, fields
 
 DIRECTORY = people(40, seed=77)
 SHEET_PEOPLE = DIRECTORY[:12]
@@ -304,3 +304,29 @@ def test_large_batches_with_source_ids_are_recorded_once(
     on_phone = client.get(f"/api/v1/exposure/devices/{phone.id}", headers=security).json()
     first_content = on_phone["contents"][0]
     assert first_content["deliveries"] == 600
+
+
+def test_source_system_is_required_and_the_schema_says_so(
+    client: TestClient, setup: dict[str, Any]
+) -> None:
+    """docs/exposure.md: each delivery names the system that reports it."""
+    security = setup["security"]
+    content = register(client, security, "list.csv", sheet(SHEET_PEOPLE[:3]))
+    item = {
+        "sha256": content["sha256"],
+        "destination": {"type": "device", "device_id": setup["phone"].id},
+    }
+    body = assert_clean_problem(record(client, security, item), 422)
+    assert fields(body) == {"body.items.0.source_system"}
+
+    schemas = client.get("/api/openapi.json").json()["components"]["schemas"]
+    delivery = schemas["DeliveryIn"]
+    assert "source_system" in delivery["required"]
+    for model in ("DeliveryIn", "DestinationIn", "GatewayLinkCreated"):
+        properties = schemas[model]["properties"].items()
+        undescribed = [name for name, spec in properties if not spec.get("description")]
+        assert undescribed == [], (model, undescribed)
+    params = client.get("/api/openapi.json").json()["paths"]["/api/v1/exposure/links"]["post"]
+    described = {p["name"]: p.get("description", "") for p in params["parameters"]}
+    assert described.keys() == {"user_id", "days"}
+    assert "1 to 365" in described["days"] and "gateway_link_days" in described["days"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import socket
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -187,6 +187,34 @@ def test_bad_requests(client: TestClient, world: dict[str, Any], users: UserFact
     assert_clean_problem(
         client.post("/api/v1/exposure/links/987654/revoke", headers=world["security"]), 404
     )
+
+
+def test_days_sets_how_long_a_link_works(client: TestClient, world: dict[str, Any]) -> None:
+    """docs/exposure.md: `days` (1 to 365) instead of gateway_link_days (14)."""
+    owner, security = world["owner"], world["security"]
+    default = world["link"]
+    default_days = datetime.fromisoformat(default["expires_at"]) - datetime.fromisoformat(
+        default["created_at"]
+    )
+    assert abs(default_days - timedelta(days=14)) < timedelta(minutes=1)
+    made = client.post(
+        "/api/v1/exposure/links",
+        params={"user_id": owner.id, "days": 3},
+        files={"file": ("x.csv", DOCUMENT, "text/csv")},
+        headers=security,
+    )
+    assert made.status_code == 201, made.text
+    link = made.json()
+    lasts = datetime.fromisoformat(link["expires_at"]) - datetime.fromisoformat(link["created_at"])
+    assert abs(lasts - timedelta(days=3)) < timedelta(minutes=1)
+    for days in (0, 366):
+        refused = client.post(
+            "/api/v1/exposure/links",
+            params={"user_id": owner.id, "days": days},
+            files={"file": ("x.csv", DOCUMENT, "text/csv")},
+            headers=security,
+        )
+        assert_clean_problem(refused, 422)
 
 
 def test_the_story_with_the_real_agent(

@@ -308,11 +308,19 @@ def create_link(
     runtime: Runtime,
     content: Annotated[Submitted, Depends(submitted)],
     user_id: Annotated[int, Query(ge=1, le=MAX_ID, description="Who may open it")],
-    days: Annotated[int | None, Query(ge=1, le=365)] = None,
+    days: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=365,
+            description="How many days the link works, 1 to 365 (default: the "
+            "gateway_link_days setting, 14)",
+        ),
+    ] = None,
 ) -> GatewayLinkCreated:
     """Inspect the document, keep it encrypted, and return a link that opens only on
-    `user_id`'s enrolled, compliant phone (`spillguard agent fetch URL`). The URL is shown
-    this once. Needs `exposure:record`."""
+    `user_id`'s enrolled, compliant phone (`spillguard agent fetch URL`) for `days` days.
+    The URL is shown this once. Needs `exposure:record`."""
     links = LinkService(db, principal, keys, _store(settings))
     links.check_share()
     report = InspectionService(db, principal, runtime).inspect(content.item)
@@ -343,8 +351,9 @@ def list_links(
     keys: Keys,
     settings: AppSettings,
     paging: Paging,
-    user_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    user_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only this person's")] = None,
 ) -> Page[GatewayLinkPublic]:
+    """Gateway links, newest first, never with their secret."""
     rows, total = LinkService(db, principal, keys, _store(settings)).links(
         user_id=user_id, limit=paging.limit, offset=paging.offset
     )

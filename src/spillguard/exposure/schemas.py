@@ -37,11 +37,30 @@ class DestinationIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: DestinationType
-    device_id: int | None = Field(default=None, ge=1, le=MAX_ID)
-    user_id: int | None = Field(default=None, ge=1, le=MAX_ID)
-    recipient: str | None = Field(default=None, min_length=3, max_length=320)
-    third_party: str | None = Field(default=None, min_length=1, max_length=MAX_THIRD_PARTY)
+    type: DestinationType = Field(
+        description="device, user, recipient or third-party: which one field below to set."
+    )
+    device_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        description="For a device: the enrolled device's id (its owner is recorded with it).",
+    )
+    user_id: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="For a user: the person's user id."
+    )
+    recipient: str | None = Field(
+        default=None,
+        min_length=3,
+        max_length=320,
+        description="For a recipient: an outside e-mail address (its domain is recorded too).",
+    )
+    third_party: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_THIRD_PARTY,
+        description="For a third party: its name (a company, a service).",
+    )
 
 
 class DeliveryIn(BaseModel):
@@ -50,12 +69,19 @@ class DeliveryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sha256: str = Field(pattern=SHA256_PATTERN, description="The content's SHA-256 (hex).")
-    destination: DestinationIn
-    channel: Channel = Channel.API
+    destination: DestinationIn = Field(description="Where the content went.")
+    channel: Channel = Field(
+        default=Channel.API, description="How it got there: mail, gateway, device-inventory, api."
+    )
     occurred_at: AwareDatetime | None = Field(
         default=None, description="When it was delivered (default: now)."
     )
-    source_system: str = Field(min_length=1, max_length=MAX_SOURCE_SYSTEM)
+    source_system: str = Field(
+        min_length=1,
+        max_length=MAX_SOURCE_SYSTEM,
+        description="Required: the name of the system reporting the delivery (e.g. crm); "
+        "with source_id, it makes a retried report count once.",
+    )
     source_id: str | None = Field(
         default=None,
         min_length=1,
@@ -67,7 +93,9 @@ class DeliveryIn(BaseModel):
 class DeliveryBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: list[DeliveryIn] = Field(min_length=1, max_length=10_000)
+    items: list[DeliveryIn] = Field(
+        min_length=1, max_length=10_000, description="1 to 10,000 deliveries, all or none."
+    )
 
 
 class RecordOutcomePublic(BaseModel):
@@ -121,22 +149,22 @@ class DestinationExposurePublic(BaseModel):
 class GatewayLinkPublic(BaseModel):
     """A gateway link without its secret (shown once, when made)."""
 
-    id: int
-    user_id: int
-    document_id: int
-    size: int
-    media_type: str
-    created_at: datetime
-    expires_at: datetime
-    revoked_at: datetime | None
-    downloads: int
-    last_download_at: datetime | None
+    id: int = Field(description="The link's id (to list or withdraw it).")
+    user_id: int = Field(description="The person whose enrolled, compliant phone may open it.")
+    document_id: int = Field(description="The held (encrypted) document behind the link.")
+    size: int = Field(description="The document's size in bytes.")
+    media_type: str = Field(description="The document's media type, from its file name.")
+    created_at: datetime = Field(description="When the link was made.")
+    expires_at: datetime = Field(description="When the link stops working.")
+    revoked_at: datetime | None = Field(description="When the link was withdrawn, if it was.")
+    downloads: int = Field(description="How many times a phone fetched it.")
+    last_download_at: datetime | None = Field(description="When a phone last fetched it.")
 
 
 class GatewayLinkCreated(GatewayLinkPublic):
     url: str = Field(description="The link to send; shown this once.")
-    label: str
-    customer_count: int
+    label: str = Field(description="The document's label, from its inspection.")
+    customer_count: int = Field(description="Distinct directory customers it names.")
 
 
 class AccessDecisionIn(BaseModel):
