@@ -242,7 +242,8 @@ def run_ours(
 
     Documents with rows (CSV exports) go the way ``spillguard.inspection.scan`` takes a
     CSV file's table: ``engine.scan_table`` (the findings of each cell after its column
-    header, read column by column), then ``match_rows`` for EDM.
+    header, read column by column), then ``match_rows`` for EDM with the findings located
+    in their cells.
 
     The timed pass keeps nothing of a document once it is measured, as a scan of a
     file or a mail filter keeps nothing of the findings but the report: the spans for
@@ -262,7 +263,7 @@ def run_ours(
             result = engine.scan_table(doc.rows) if doc.rows else engine.scan_text(doc.text)
             if index is not None:
                 if doc.rows:
-                    index.match_rows(doc.rows)
+                    index.match_rows(doc.rows, result.in_cells(index.primary_entities))
                 else:
                     index.match_text(doc.text, result.findings)
             cpu[key].append(time.process_time() - started_cpu)

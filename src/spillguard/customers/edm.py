@@ -542,6 +542,12 @@ class EdmIndex:
     def __len__(self) -> int:
         return len(self._ids)
 
+    @property
+    def primary_entities(self) -> frozenset[str]:
+        """The inspection entities whose findings are primaries (e-mail, phone, card and
+        the loyalty-number detector named in the settings)."""
+        return frozenset(self._entities)
+
     def parts(self) -> dict[str, Any]:
         """The index's data, for :mod:`spillguard.customers.snapshot` (no copy made)."""
         return {
@@ -781,29 +787,43 @@ class EdmIndex:
 
     # --- tables -------------------------------------------------------------------
 
-    def match_rows(self, rows: Iterable[Sequence[str]]) -> EdmResult:
+    def match_rows(
+        self,
+        rows: Iterable[Sequence[str]],
+        findings: Iterable[tuple[int, int, object]] | None = None,
+    ) -> EdmResult:
         """Record matches in table rows: a primary and a supporting value of the same
-        customer in the same row.  Each cell is tried as every primary kind; the other
-        cells of a row with a primary hit are read as names, address lines, postcodes
-        and dates.
+        customer in the same row; the other cells of a row with a primary that belongs
+        to someone are read as names, address lines, postcodes and dates.
 
-        The primaries of every cell are found, hashed and looked up for the whole table
-        at once (:meth:`_cells_primaries`, :meth:`FieldHasher.many`): the same values
-        as cell by cell, in the same order.
+        ``findings`` are the inspection findings of the table, each as ``(row, cell,
+        finding)`` (``row`` counts from the table's first row, as ``rows`` does): the
+        primaries are then the e-mail, phone, card and loyalty-number findings (the
+        custom detector named in the settings), as in :meth:`match_text` — the pattern
+        finds the primary, the hash confirms it.  Without findings every cell is read
+        as each primary kind itself (:meth:`_cells_primaries`): the same customers for
+        an export whose cells each hold one value, at several times the cost.
+
+        The primaries are hashed and looked up for the whole table at once
+        (:meth:`FieldHasher.many`).
         """
         rows = [row if isinstance(row, (list, tuple)) else list(row) for row in rows]
         widths = list(map(len, rows))
+        row_starts = list(accumulate(widths, initial=0))
         flat = list(chain.from_iterable(rows))
         if not set(map(type, flat)) <= {str}:
             flat = [c if isinstance(c, str) else "" for c in flat]
         positions: list[int] = []
         kinds: list[FieldKind] = []
         values: list[str] = []
-        for position, found in enumerate(self._cells_primaries(flat)):
-            for kind, value in found:
-                positions.append(position)
-                kinds.append(kind)
-                values.append(value)
+        if findings is None:
+            for position, found in enumerate(self._cells_primaries(flat)):
+                for kind, value in found:
+                    positions.append(position)
+                    kinds.append(kind)
+                    values.append(value)
+        else:
+            self._finding_primaries(findings, widths, row_starts, positions, kinds, values)
         hits: dict[int, tuple[set[FieldKind], set[FieldKind]]] = {}
         if not values:
             return self._result(hits)
@@ -813,7 +833,6 @@ class EdmIndex:
         places = self._places(digests)
         # (row, position in row, kind, owners) of every primary that belongs to someone.
         by_row: dict[int, list[tuple[int, FieldKind, list[int]]]] = {}
-        row_starts = list(accumulate(widths, initial=0))
         owners_of = self._primary_owners
         for position, kind, digest, at in zip(positions, kinds, digests, places, strict=True):
             if at >= size or keys[at] != digest:
@@ -838,6 +857,43 @@ class EdmIndex:
                     prim.add(kind)
                     supp.update(kinds_found)
         return self._result(hits)
+
+    def _finding_primaries(
+        self,
+        findings: Iterable[tuple[int, int, object]],
+        widths: Sequence[int],
+        row_starts: Sequence[int],
+        positions: list[int],
+        kinds: list[FieldKind],
+        values: list[str],
+    ) -> None:
+        """The primaries of a table's findings, appended to ``positions`` (the cell's
+        place among the table's cells), ``kinds`` and ``values``.  The engine's values
+        are normalised already (E.164 phones, card digits); those of that shape are
+        taken as they are, anything else is normalised as :meth:`match_text` does."""
+        entities = self._entities
+        phone, email, card = FieldKind.PHONE, FieldKind.EMAIL, FieldKind.CARD
+        simple_email = _SIMPLE_EMAIL.fullmatch
+        rows = len(widths)
+        for row, cell, finding in findings:
+            kind = entities.get(getattr(finding, "entity", None))  # type: ignore[arg-type]
+            if kind is None:
+                continue
+            value = getattr(finding, "value", None)
+            if not isinstance(value, str):
+                continue
+            if not (0 <= row < rows and 0 <= cell < widths[row]):
+                raise ValueError(f"a finding's cell ({row}, {cell}) is outside the table")
+            as_found = (
+                (kind is phone and value[:1] == "+" and value[1:].isdigit())
+                or (kind is email and simple_email(value) is not None)
+                or (kind is card and value.isdigit() and 12 <= len(value) <= 19)
+            )
+            normalised = value if as_found else self._normalise_primary(kind, value)
+            if normalised is not None:
+                positions.append(row_starts[row] + cell)
+                kinds.append(kind)
+                values.append(normalised)
 
     def _cells_primaries(self, cells: Sequence[str]) -> list[list[tuple[FieldKind, str]]]:
         """:meth:`_cell_primaries` of each cell, the table's cells together: digits

@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -336,6 +336,23 @@ class TableScanResult(ScanResult):
     finding offsets are offsets of ``table.text``; ``table.locate`` maps them to cells."""
 
     table: TableText | None = field(default=None, compare=False, repr=False)
+
+    def in_cells(self, entities: Collection[str] | None = None) -> list[tuple[int, int, Finding]]:
+        """``(row, cell, finding)`` of each finding inside a cell (both counted from 0),
+        as :meth:`spillguard.customers.edm.EdmIndex.match_rows` takes them; only those
+        of ``entities`` when given."""
+        table = self.table
+        if table is None:
+            return []
+        out = []
+        findings = self.findings
+        if entities is not None:
+            findings = tuple(f for f in findings if f.entity in entities)
+        for finding in findings:
+            where = table.locate(finding.start)
+            if where is not None:
+                out.append((where[0], where[1], finding))
+        return out
 
 
 class InspectionEngine:

@@ -190,11 +190,13 @@ def _scan_table(
     table.text = ""
     if not result.inspected:
         return f"uninspected: {result.reason}"
+    in_cells: list[tuple[int, int, Finding]] = []
     for finding in result.findings:
         where = table.locate(finding.start)
         if where is None:  # inside a header label or a separator
             continue
         r, c, offset, length = where
+        in_cells.append((r, c, finding))
         location = FindingLocation(
             part.path,
             start=offset,
@@ -205,7 +207,7 @@ def _scan_table(
         found.append((finding, location))
     if edm_index is not None:
         try:
-            matched = edm_index.match_rows(rows)
+            matched = edm_index.match_rows(rows, in_cells)
         except Exception as exc:  # fail closed
             return f"uninspected: exact data match failed: {type(exc).__name__}"
         records.extend(matched.records)

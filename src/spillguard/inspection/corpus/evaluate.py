@@ -109,11 +109,14 @@ def evaluate_edm(engine: InspectionEngine, index: EdmIndex, corpus: EdmCorpus) -
     def matched_text(text: str) -> list[str]:
         return index.match_text(text, engine.scan_text(text).findings).customer_ids
 
+    def matched_rows(rows: Sequence[Sequence[str]]) -> list[str]:
+        return index.match_rows(rows, engine.scan_table(rows).in_cells()).customer_ids
+
     cases = [
         (
             case.variant,
             case.customer_id,
-            index.match_rows(case.rows).customer_ids if case.rows else matched_text(case.text),
+            matched_rows(case.rows) if case.rows else matched_text(case.text),
         )
         for case in corpus.cases
     ]
