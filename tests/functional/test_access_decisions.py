@@ -102,6 +102,9 @@ def test_decisions_follow_the_phone(client: TestClient, world: dict[str, Any], d
     assert unknown["allow"] is False and unknown["label"] == "confidential"
     assert "not been inspected" in unknown["reasons"][0]
     assert ask(client, proxy, user=good.id, sha256="ab" * 32)["allow"] is True
+    # A user id may come as its digits in a string, as nginx's X-Spillguard-User carries it.
+    by_text = ask(client, proxy, user=str(good.id), label="restricted")
+    assert (by_text["allow"], by_text["user_id"]) == (True, good.id)
     # Someone else's phone, an unknown person.
     theirs = ask(client, proxy, user=owner.email, device_id=world["other"].id, label="restricted")
     assert theirs["reasons"] == ["This phone is not enrolled to this person."]
@@ -176,6 +179,17 @@ def test_the_nginx_endpoint(client: TestClient, world: dict[str, Any]) -> None:
         url, headers={**proxy, **device(other), "X-Spillguard-User": world["owner"].email}
     )
     assert named.status_code == 403
+    # X-Spillguard-User takes what `user` of POST /api/v1/access-decisions takes: the
+    # owner's e-mail address (any case) or user id.
+    owner_of_other = world["other_owner"]
+    for person in (owner_of_other.email, owner_of_other.email.upper(), str(owner_of_other.id)):
+        as_owner = client.get(url, headers={**proxy, **device(other), "X-Spillguard-User": person})
+        assert as_owner.status_code == 204, (person, as_owner.headers.get("x-spillguard-reason"))
+    by_id = client.get(
+        url, headers={**proxy, **device(other), "X-Spillguard-User": str(world["owner"].id)}
+    )
+    assert by_id.status_code == 403
+    assert by_id.headers["x-spillguard-reason"] == "This phone is not enrolled to this person."
     no_phone = client.get(url, headers={**proxy, "X-Spillguard-Label": "restricted"})
     assert_clean_problem(no_phone, 401)
     assert no_phone.headers["www-authenticate"] == "Device"

@@ -506,12 +506,19 @@ def nginx_auth_request(
     principal: ApiPrincipal,
     label: Annotated[str | None, Header(alias="X-Spillguard-Label")] = None,
     sha256: Annotated[str | None, Header(alias="X-Spillguard-Content-Sha256")] = None,
-    user: Annotated[str | None, Header(alias="X-Spillguard-User")] = None,
+    user: Annotated[
+        str | None,
+        Header(
+            alias="X-Spillguard-User",
+            description="The person: e-mail address or user id; must be the phone's owner",
+        ),
+    ] = None,
 ) -> Response:
     """For nginx's `auth_request` (docs/exposure.md): the phone proves itself with
     `X-Spillguard-Device: <id>.<credential>`; the location's label comes in
     `X-Spillguard-Label` (or the content's hash in `X-Spillguard-Content-Sha256`), the
-    person optionally in `X-Spillguard-User` (else the phone's owner)."""
+    person optionally in `X-Spillguard-User`, by e-mail address or user id as `user` in
+    `POST /api/v1/access-decisions` (else the phone's owner)."""
     svc = AccessDecisions(db, principal)
     svc.check()
     unreadable = nginx_headers_problem(label, sha256, user)

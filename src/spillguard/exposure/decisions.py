@@ -44,6 +44,23 @@ class AccessOutcome:
     device_id: int | None
 
 
+# A user id as text (a header, a JSON string): digits only, so never an e-mail address; at
+# most 18 digits, the bounds of an id everywhere else (and within a 64-bit column).
+_USER_ID = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def person_named(session: Session, user: str | int) -> User | None:
+    """The person a decision is asked for: a user id (a number, or its digits as text, as
+    an HTTP header carries it) or an e-mail address (case-insensitive), the same for the
+    JSON endpoint and nginx's ``X-Spillguard-User``."""
+    if isinstance(user, int):
+        return session.get(User, user)
+    text = user.strip()
+    if _USER_ID.fullmatch(text):
+        return session.get(User, int(text))
+    return user_by_email(session, text)
+
+
 class AccessDecisions:
     def __init__(
         self,
@@ -85,15 +102,13 @@ class AccessDecisions:
         label: Label | None = None,
         sha256: str | None = None,
     ) -> AccessOutcome:
-        """Decide for a person (e-mail or id) and optionally one of their phones (by id, or
-        already authenticated by its credential)."""
+        """Decide for a person (e-mail or id, see :func:`person_named`) and optionally one of
+        their phones (by id, or already authenticated by its credential)."""
         self.check()
         effective, notes = self._label(label, sha256)
         person: User | None = None
-        if isinstance(user, int):
-            person = self.session.get(User, user)
-        elif isinstance(user, str) and user.strip():
-            person = user_by_email(self.session, user)
+        if isinstance(user, int) or (isinstance(user, str) and user.strip()):
+            person = person_named(self.session, user)
         elif device is not None:
             person = self.session.get(User, device.owner_id)
         if device is None and device_id is not None:
@@ -150,5 +165,5 @@ def nginx_headers_problem(label: str | None, sha256: str | None, user: str | Non
     if sha256 is not None and not _SHA256_HEX.fullmatch(sha256):
         return "X-Spillguard-Content-Sha256 is not a SHA-256 digest (64 hex digits)."
     if user is not None and not 0 < len(user) <= 320:
-        return "X-Spillguard-User is not a user's e-mail address."
+        return "X-Spillguard-User is not a user's e-mail address or id."
     return None

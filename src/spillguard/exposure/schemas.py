@@ -174,8 +174,11 @@ class AccessDecisionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user: (
-        Annotated[str, Field(min_length=3, max_length=320)]
+        Annotated[str, Field(min_length=1, max_length=320)]
         | Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
+    ) = Field(
+        description="The person: e-mail address or user id (a number, or its digits as a "
+        "string, as in nginx's X-Spillguard-User)."
     )
     device_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     label: Label | None = None
