@@ -189,6 +189,41 @@ def test_bad_requests(client: TestClient, world: dict[str, Any], users: UserFact
     )
 
 
+def test_a_download_without_a_working_device_credential_is_audited(
+    client: TestClient, world: dict[str, Any], db: Session
+) -> None:
+    """A 401 is a refusal like the others: exposure:gateway:refused, committed, naming the
+    link by id (never its secret), no device, and the same answer whether the link exists."""
+    link = world["link"]
+    path = path_of(link["url"])
+    secret = path.rsplit("/", 1)[1]
+    assert_clean_problem(client.get(path), 401)
+    browser = client.get(path, headers={"Accept": "text/html"})
+    assert browser.status_code == 401 and "spillguard agent fetch" in browser.text
+    assert_clean_problem(client.get(path, headers={"Authorization": "Device 1.nope"}), 401)
+    unknown_link = client.get("/gateway/" + "A" * 43)
+    assert_clean_problem(unknown_link, 401)
+
+    db.expire_all()
+    events = db.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.action == "exposure:gateway:refused")
+        .order_by(AuditEvent.id)
+    ).all()
+    no_credential = {"device_id": None, "reason": "no device credential"}
+    refused_credential = {"device_id": None, "reason": "device credential refused"}
+    link_id = str(link["id"])
+    assert [(e.object_type, e.object_id, e.details) for e in events] == [
+        ("gateway-link", link_id, no_credential),
+        ("gateway-link", link_id, no_credential),  # the browser's help page
+        ("gateway-link", link_id, refused_credential),
+        ("gateway-link", None, no_credential),  # no such link
+    ]
+    assert {(e.outcome, e.actor_type) for e in events} == {("failure", "anonymous")}
+    for event in events:
+        assert secret not in repr([getattr(event, c.key) for c in AuditEvent.__table__.columns])
+
+
 def test_days_sets_how_long_a_link_works(client: TestClient, world: dict[str, Any]) -> None:
     """docs/exposure.md: `days` (1 to 365) instead of gateway_link_days (14)."""
     owner, security = world["owner"], world["security"]

@@ -32,7 +32,12 @@ from spillguard.core.schemas import Page
 from spillguard.core.settings import Settings
 from spillguard.devices.protocol import DeviceAuthenticationRequired, authenticate_device
 from spillguard.exposure.decisions import AccessDecisions, AccessOutcome, nginx_headers_problem
-from spillguard.exposure.downloads import fetch
+from spillguard.exposure.downloads import (
+    NO_CREDENTIAL,
+    authenticate_download,
+    fetch,
+    record_unauthenticated,
+)
 from spillguard.exposure.gateway import link_url
 from spillguard.exposure.links import LinkRow, LinkService
 from spillguard.exposure.models import Channel, Delivery, HeldDocument, InspectedContent
@@ -409,8 +414,11 @@ def download(token: LinkToken, request: Request, db: DbSession) -> Response:
     of the recipient's compliant phone; recorded in the ledger (channel `gateway`).
     Refusals say in plain words what to change."""
     header = request.headers.get("authorization")
+    keys = request.app.state.keys
+    base = anonymous(request)
     if header is None and "text/html" in request.headers.get("accept", ""):
         mark_authz_checked()
+        record_unauthenticated(db, keys, token, base, reason=NO_CREDENTIAL)
         return render_error(
             request,
             401,
@@ -418,10 +426,8 @@ def download(token: LinkToken, request: Request, db: DbSession) -> Response:
             BROWSER_HELP,
             headers={"WWW-Authenticate": "Device"},
         )
-    keys = request.app.state.keys
     settings = request.app.state.settings
-    base = anonymous(request)
-    device = authenticate_device(db, keys, header, base)
+    device = authenticate_download(db, keys, token, header, base)
     got = fetch(db, keys, blob_store(settings.exposure_store_dir), token, device, base)
     return Response(
         content=got.data,

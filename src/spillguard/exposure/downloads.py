@@ -5,7 +5,8 @@ A fetch must carry the link (its secret is in the URL) and a device credential
 when the link is current, the device belongs to the person the link was made for, and
 the device's current verdict is compliant (access.device_decision). Every success is a
 ledger delivery (channel ``gateway``) to that device; every refusal is audited and
-answered in plain words the person can act on.
+answered in plain words the person can act on, a request without a working device
+credential (401) included.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from spillguard.core.errors import DomainError, NotFound, PermissionDenied
 from spillguard.core.keys import KeyRing
 from spillguard.core.roles import Principal
 from spillguard.devices.models import Device
+from spillguard.devices.protocol import DeviceAuthenticationRequired, authenticate_device
 from spillguard.devices.services import device_principal
 from spillguard.exposure.access import device_decision, verdict_of
 from spillguard.exposure.gateway import find_link
@@ -52,6 +54,13 @@ class DownloadRefused(PermissionDenied):
     keep_changes = True
 
 
+class DownloadUnauthenticated(DeviceAuthenticationRequired):
+    """A download without a device credential that works: 401, as the device protocol
+    answers, but the refusal is audited (and kept) like every other."""
+
+    keep_changes = True
+
+
 @dataclass(frozen=True)
 class Fetched:
     name: str
@@ -68,7 +77,7 @@ def _audit(
     *,
     outcome: str,
     reason: str,
-    device_id: int,
+    device_id: int | None,
 ) -> None:
     record_event(
         session,
@@ -79,6 +88,42 @@ def _audit(
         outcome=outcome,
         details={"device_id": device_id, "reason": reason},
     )
+
+
+NO_CREDENTIAL = "no device credential"
+BAD_CREDENTIAL = "device credential refused"
+
+
+def record_unauthenticated(
+    session: Session, keys: KeyRing, token: str, base: Principal, *, reason: str
+) -> None:
+    """Audit a download refused before any device was proven (401), as every refusal is:
+    the link by its id when it exists (never its secret), no device."""
+    _audit(
+        session,
+        base,
+        ExposureAuditAction.GATEWAY_REFUSED,
+        find_link(session, keys, token),
+        outcome="failure",
+        reason=reason,
+        device_id=None,
+    )
+
+
+def authenticate_download(
+    session: Session, keys: KeyRing, token: str, header: str | None, base: Principal
+) -> Device:
+    """The device an ``Authorization: Device <id>.<credential>`` header proves; otherwise
+    the refusal is audited and answered 401 (the anonymous caller learns nothing about the
+    link: the answer is the same whether it exists or not)."""
+    try:
+        return authenticate_device(session, keys, header, base)
+    except DeviceAuthenticationRequired as exc:
+        reason = BAD_CREDENTIAL if header and header.strip() else NO_CREDENTIAL
+        record_unauthenticated(session, keys, token, base, reason=reason)
+        if exc.keep_changes:  # a revoked or mismatched credential: its own answer
+            raise
+        raise DownloadUnauthenticated(exc.detail, **exc.extra) from None
 
 
 def fetch(
