@@ -192,6 +192,17 @@ def test_unscannable_parts_propagate_and_are_never_clean(tmp_path, engine):
     assert missing.sha256 is None
 
 
+def test_truncated_workbook_is_reported_as_an_xlsx(people, engine):
+    data = workbook(people[:50])
+    report = scan(data[: len(data) // 2], name="export.xlsx", engine=engine)
+    assert report.format == "xlsx"
+    assert report.status is ItemStatus.UNSCANNABLE and report.label >= Label.CONFIDENTIAL
+    assert report.reasons == [
+        "unscannable: corrupt or truncated xlsx: its table of contents cannot be read "
+        "(BadZipFile)"
+    ]
+
+
 def test_pipes_and_devices_are_unscannable_not_read(tmp_path, engine):
     """A named pipe blocks on open and /dev/zero never ends: both are reported at once
     (they hung the scan, before and after hashing), and the files beside them scanned."""

@@ -58,7 +58,10 @@ class ZipReader:
         try:
             self.zip = zipfile.ZipFile(stream)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-            raise Skip(UnscannableCode.CORRUPT, f"{kind}: {type(exc).__name__}") from None
+            raise Skip(
+                UnscannableCode.CORRUPT_OR_TRUNCATED,
+                f"{kind}: its table of contents cannot be read ({type(exc).__name__})",
+            ) from None
         self.members = [info for info in self.zip.infolist() if not info.is_dir()]
         if len(self.members) > limits.max_entries:
             raise Skip(
@@ -135,9 +138,15 @@ class ZipReader:
         except RuntimeError as exc:  # zipfile: "File ... is encrypted, password required"
             if "encrypt" in str(exc) or "password" in str(exc):
                 raise Skip(UnscannableCode.ENCRYPTED, "password-protected zip member") from None
-            raise Skip(UnscannableCode.CORRUPT, f"{self.kind}: {type(exc).__name__}") from None
+            raise self._unreadable(info, exc) from None
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
-            raise Skip(UnscannableCode.CORRUPT, f"{self.kind}: {type(exc).__name__}") from None
+            raise self._unreadable(info, exc) from None
+
+    def _unreadable(self, info: zipfile.ZipInfo, exc: Exception) -> Skip:
+        return Skip(
+            UnscannableCode.CORRUPT_OR_TRUNCATED,
+            f"{self.kind}: entry {info.filename} cannot be decompressed ({type(exc).__name__})",
+        )
 
     def read(self, info: zipfile.ZipInfo) -> bytes:
         """The whole member (bounded by ``max_member_bytes``)."""

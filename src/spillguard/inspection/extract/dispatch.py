@@ -31,7 +31,12 @@ from spillguard.inspection.extract.office import (
     odf_is_encrypted,
 )
 from spillguard.inspection.extract.pdf import extract_pdf
-from spillguard.inspection.extract.sniff import looks_like_email, sniff_binary, zip_kind
+from spillguard.inspection.extract.sniff import (
+    looks_like_email,
+    sniff_binary,
+    zip_kind,
+    zip_kind_hint,
+)
 from spillguard.inspection.extract.source import Blob
 from spillguard.inspection.extract.text import (
     csv_rows,
@@ -130,7 +135,7 @@ class Context:
 
     def _dispatch(self, blob: Blob, path: str, name: str, depth: int, fmt: str) -> None:
         if fmt == "zip":
-            self._zip(blob, path, depth)
+            self._zip(blob, path, name, depth)
         elif fmt == "pdf":
             extract_pdf(self, blob.random_access(self.budget), path)
         elif fmt == "cfb":
@@ -149,12 +154,19 @@ class Context:
         if depth == 0:
             self.result.format = fmt
 
-    def _zip(self, blob: Blob, path: str, depth: int) -> None:
-        stream = blob.random_access(self.budget)
-        size = blob.size if blob.size is not None else stream.seek(0, io.SEEK_END)
-        if depth == 0 and self.budget.input_size is None:
-            self.budget.input_size = size  # a one-way stream: its size is known only now
-        reader = ZipReader(stream, size, self.budget)
+    def _zip(self, blob: Blob, path: str, name: str, depth: int) -> None:
+        # Until the zip opens, its kind is what its first bytes or its name say, so that a
+        # truncated workbook is reported as an xlsx that cannot be read, not as a zip.
+        hint = zip_kind_hint(blob.head, name)
+        try:
+            stream = blob.random_access(self.budget)
+            size = blob.size if blob.size is not None else stream.seek(0, io.SEEK_END)
+            if depth == 0 and self.budget.input_size is None:
+                self.budget.input_size = size  # a one-way stream: its size is known only now
+            reader = ZipReader(stream, size, self.budget, kind=hint)
+        except Skip:
+            self._set_format(depth, hint)
+            raise
         mimetype = None
         info = reader.info("mimetype")
         if info is not None and info.file_size <= 256:

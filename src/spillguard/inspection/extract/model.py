@@ -97,6 +97,9 @@ class UnscannableCode(StrEnum):
 
     ENCRYPTED = "encrypted"
     CORRUPT = "corrupt"
+    CORRUPT_OR_TRUNCATED = "corrupt or truncated"
+    """A zip (or an Office or OpenDocument file, which are zips) whose structure or
+    compressed data cannot be read: what a file cut short looks like."""
     UNSUPPORTED = "unsupported"
     UNREADABLE = "unreadable"
     TOO_DEEP = "nesting too deep"
@@ -127,8 +130,8 @@ class Unscannable:
         text = f"unscannable: {self.code.value}"
         if not self.detail:
             return text
-        if self.code is UnscannableCode.CORRUPT:
-            return f"{text} {self.detail}"
+        if self.code in {UnscannableCode.CORRUPT, UnscannableCode.CORRUPT_OR_TRUNCATED}:
+            return f"{text} {self.detail}"  # the detail starts with the format: "corrupt xlsx: …"
         return f"{text}: {self.detail}"
 
 

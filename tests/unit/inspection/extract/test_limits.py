@@ -70,7 +70,10 @@ def test_zip_bomb_is_caught_on_actual_bytes_when_headers_lie():
         struct.pack_into("<I", data, at + size_at, 1024)
     result = extract(bytes(data), "liar.zip", ExtractLimits(max_member_bytes=MiB))
     assert result.unscannable and not result.parts
-    assert _codes(result)[0] in {UnscannableCode.CORRUPT, UnscannableCode.ZIP_BOMB}
+    assert result.reasons == [
+        "unscannable: corrupt or truncated zip: entry zeros.bin cannot be decompressed "
+        "(BadZipFile)"
+    ]
 
 
 def test_overall_ratio_catches_nested_bombs():
@@ -255,6 +258,49 @@ def test_truncated_files_are_unscannable_or_partial(kind):
     assert result.unscannable, f"truncated {kind} reported as complete"
     if kind in {"xlsx", "docx", "ods", "zip"}:
         assert result.reasons[0].startswith("unscannable: corrupt")
+
+
+TRUNCATABLE = {
+    "xlsx": (CORRUPTIBLE["xlsx"], "xlsx"),
+    "xlsm": (CORRUPTIBLE["xlsx"], "xlsx"),  # a macro workbook is read as a workbook
+    "docx": (CORRUPTIBLE["docx"], "docx"),
+    "ods": (CORRUPTIBLE["ods"], "ods"),
+}
+
+
+@pytest.mark.parametrize("cut", [0.05, 0.5, 0.99])
+@pytest.mark.parametrize("suffix", sorted(TRUNCATABLE))
+def test_a_truncated_office_file_is_reported_as_its_format(suffix, cut):
+    """Cut short, an Office or OpenDocument file has lost the zip's table of contents at
+    its end; it is still reported as what its first entries or its name say it is."""
+    build, kind = TRUNCATABLE[suffix]
+    data = build()
+    result = extract(data[: int(len(data) * cut)], f"report.{suffix}")
+    assert result.format == kind
+    assert result.reasons == [
+        f"unscannable: corrupt or truncated {kind}: its table of contents cannot be read "
+        "(BadZipFile)"
+    ]
+
+
+@pytest.mark.parametrize("suffix", sorted(TRUNCATABLE))
+def test_a_truncated_office_file_is_recognised_without_its_name(suffix):
+    build, kind = TRUNCATABLE[suffix]
+    data = build()
+    for name in ("upload.bin", None):
+        result = extract(data[: len(data) * 3 // 4], name)
+        assert result.format == kind, name
+        assert result.reasons[0].startswith(f"unscannable: corrupt or truncated {kind}: ")
+
+
+def test_a_truncated_plain_zip_is_still_a_zip():
+    data = CORRUPTIBLE["zip"]()
+    result = extract(data[: len(data) // 2], "bundle.zip")
+    assert result.format == "zip"
+    assert result.reasons == [
+        "unscannable: corrupt or truncated zip: its table of contents cannot be read "
+        "(BadZipFile)"
+    ]
 
 
 def test_corrupt_xml_inside_a_valid_xlsx():
