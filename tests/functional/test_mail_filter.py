@@ -400,6 +400,26 @@ def test_restricted_content_to_an_outsider_is_quarantined_and_the_sender_told(
     assert outsider not in str(audit.details)
 
 
+def test_a_notice_for_a_message_without_a_message_id_gives_the_quarantine_reference(
+    world: World, mail_filter: MailFilterServer, sink: Sink, db: Session
+) -> None:
+    outsider = "buyer@partner.example"
+    message = build(to=[outsider], attachments=[("customers.xlsx", customers_xlsx(FEW), XLSX)])
+    del message["Message-ID"]
+    send(mail_filter, message, [outsider])
+
+    held = db.scalar(select(QuarantinedMessage))
+    assert held is not None
+    [notice] = sink.received
+    text = notice.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Message-ID" not in text and "(none)" not in text
+    lines = text.splitlines()
+    sent = lines.index(f"Sent: {held.received_at:%Y-%m-%d %H:%M} UTC")
+    assert lines[sent + 1] == f"Quarantine reference: {held.id}"
+    assert f"quoting the quarantine reference {held.id}." in text
+    assert "Quarterly figures" not in text  # the subject is not quoted
+
+
 def test_below_the_outbound_limit_an_outsider_gets_it_and_the_ledger_names_the_domain(
     client: TestClient, world: World, mail_filter: MailFilterServer, sink: Sink
 ) -> None:

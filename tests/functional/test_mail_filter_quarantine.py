@@ -179,6 +179,9 @@ def test_the_console_page_releases_and_deletes(
     assert OUTSIDER in page.text and "restricted" in page.text
     token = csrf_from(page.text)
     first, second = held[0]["id"], held[1]["id"]
+    # The number the sender's notice quotes ("Quarantine reference: N") is shown.
+    references = re.findall(r'data-testid="reference">(\d+)<', page.text)
+    assert references == [str(first), str(second)]
     no_csrf = client.post(f"/exposure/quarantine/{first}/release", follow_redirects=False)
     assert no_csrf.status_code == 403 and sink.received == []
     released = client.post(

@@ -396,6 +396,7 @@ def link_text(
 
 def sender_notice(
     *,
+    quarantine_id: int,
     message_id: str | None,
     received_at: datetime,
     recipients: Sequence[str],
@@ -404,22 +405,26 @@ def sender_notice(
     reason: str,
 ) -> tuple[str, str]:
     """Subject and text of the notice a sender gets when their message is held: which
-    message, to whom, why. Counts and labels only: never a value from the message."""
+    message (the quarantine's number and time, and its Message-ID if it has one), to whom,
+    why. Counts and labels only: never a value from the message, nor its subject."""
     held_for = ", ".join(recipients[:10]) + (
         f" and {len(recipients) - 10} more" if len(recipients) > 10 else ""
     )
+    which = [f"Sent: {received_at:%Y-%m-%d %H:%M} UTC"]
+    if message_id and message_id.strip():
+        which.append(f"Message-ID: {message_id.strip()}")
+    which.append(f"Quarantine reference: {quarantine_id}")
     text = "\n".join(
         [
             "Spillguard held back a message you sent, so it has not been delivered to:",
             f"  {held_for}",
             "",
-            f"Sent: {received_at:%Y-%m-%d %H:%M} UTC",
-            f"Message-ID: {message_id or '(none)'}",
+            *which,
             f"What it holds: {describe_content(label, customers)}.",
             f"Why: {reason}",
             "",
             "Your security team can release it if it may go; ask them, quoting the "
-            "Message-ID above. Do not send it again by another route.",
+            f"quarantine reference {quarantine_id}. Do not send it again by another route.",
         ]
     )
     return "Your message was held by Spillguard", text + "\n"

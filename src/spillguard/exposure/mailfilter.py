@@ -893,7 +893,7 @@ class MailFilter:
             },
         )
         if self._notify_sender(session, message, kind):
-            self._send_notice(message, group, reason)
+            self._send_notice(message, group, reason, held.id)
 
     def _notify_sender(self, session: DbSession, message: _Message, kind: QuarantineKind) -> bool:
         """Outbound mail held: the (inside) sender is told. Inbound mail held for a
@@ -910,9 +910,10 @@ class MailFilter:
             return False
         return user_by_email(session, address) is not None or self.policy.is_internal_domain(domain)
 
-    def _send_notice(self, message: _Message, group: Group, reason: str) -> None:
+    def _send_notice(self, message: _Message, group: Group, reason: str, held_id: int) -> None:
         sender = message.mail.mail_from
         subject, text = sender_notice(
+            quarantine_id=held_id,
             message_id=message.parsed.message_id,
             received_at=message.now,
             recipients=[message.originals[a] for a in group.recipients],

@@ -253,6 +253,7 @@ def test_the_words_name_the_file_the_reason_and_the_link_but_no_values() -> None
     )
     assert whole.startswith("This message (confidential) was held") and "Why" not in whole
     subject, notice = sender_notice(
+        quarantine_id=42,
         message_id="<m1@corp.example>",
         received_at=when,
         recipients=[f"r{i}@partner.example" for i in range(12)],
@@ -263,3 +264,22 @@ def test_the_words_name_the_file_the_reason_and_the_link_but_no_values() -> None
     assert subject == "Your message was held by Spillguard"
     assert "r9@partner.example and 2 more" in notice and "r10@" not in notice
     assert "<m1@corp.example>" in notice and "restricted, naming 1 customer." in notice
+    assert "Quarantine reference: 42" in notice
+
+
+@pytest.mark.parametrize("message_id", [None, "", "  "])
+def test_a_notice_without_a_message_id_names_the_quarantine_and_the_time(
+    message_id: str | None,
+) -> None:
+    _, notice = sender_notice(
+        quarantine_id=7,
+        message_id=message_id,
+        received_at=datetime(2026, 12, 3, 9, 30, tzinfo=UTC),
+        recipients=["buyer@partner.example"],
+        label=Label.RESTRICTED,
+        customers=3,
+        reason="Content labelled restricted may not be sent outside the organisation.",
+    )
+    assert "Message-ID" not in notice and "(none)" not in notice
+    assert "Sent: 2026-12-03 09:30 UTC\nQuarantine reference: 7\n" in notice
+    assert "quoting the quarantine reference 7." in notice
