@@ -96,6 +96,39 @@ def test_create_reads_the_password_from_stdin_and_the_user_can_log_in(
 
 
 @pytest.mark.parametrize(
+    ("config", "environment", "link"),
+    [
+        ("port = 9123\n", {}, "http://127.0.0.1:9123/login"),
+        ('[spillguard]\nhost = "0.0.0.0"\nport = 9124\n', {}, "http://127.0.0.1:9124/login"),
+        ("port = 9123\n", {"host": "192.0.2.7", "port": 8443}, "http://192.0.2.7:8443/login"),
+        (
+            "port = 9123\n",
+            {"public_url": "https://dlp.example.org/"},
+            "https://dlp.example.org/login",
+        ),
+    ],
+    ids=["config-file-port", "config-file-any-address", "environment", "public-url"],
+)
+def test_create_prints_the_login_link_of_the_configured_server(
+    env: dict[str, str], tmp_path: Path, config: str, environment: dict[str, object], link: str
+) -> None:
+    """The link comes from the server's settings (config file, then the environment, and
+    SPILLGUARD_PUBLIC_URL above both), never the default port."""
+    config_file = tmp_path / "spillguard.toml"
+    config_file.write_text(config)
+    configured = dict(env, SPILLGUARD_CONFIG=str(config_file))
+    configured.update({f"SPILLGUARD_{k.upper()}": str(v) for k, v in environment.items()})
+    result = run_spillguard(
+        ["users", "create", an_email(), "--role", "auditor", "--password-stdin"],
+        configured,
+        input=a_password() + "\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"Log in at {link}"
+    assert ":8000" not in result.stdout
+
+
+@pytest.mark.parametrize(
     ("args", "stdin", "expected"),
     [
         pytest.param(["--role", "admin"], "x" * 20, "use --password-stdin", id="no-terminal"),
