@@ -75,6 +75,17 @@ def test_ledger_device_and_customer_pages(
     assert narrowed.text.count('data-testid="delivery-row"') == 1
     bad = client.get("/exposure", params={"since": "last week"})
     assert bad.status_code == 200 and "since must be a date" in bad.text
+    # The filter form sends every field, the empty ones too; an id that is not a number is
+    # a message on the page, as a bad date is (both were a bare "Invalid input" page).
+    blank = dict.fromkeys(("device_id", "user_id", "domain", "min_label", "since", "until"), "")
+    by_form = client.get("/exposure", params={**blank, "channel": "mail"})
+    assert by_form.status_code == 200
+    assert by_form.text.count('data-testid="delivery-row"') == 2
+    not_an_id = client.get("/exposure", params={**blank, "device_id": "abc"})
+    assert not_an_id.status_code == 200
+    assert "Device id must be a whole number (an id)." in not_an_id.text
+    for wrong in ("0", "-3", "١٢", "9" * 20):
+        assert "must be a whole number" in client.get("/exposure", params={"user_id": wrong}).text
 
     device = client.get(f"/devices/{phone.id}")
     assert f'href="/exposure/devices/{phone.id}"' in device.text

@@ -61,13 +61,24 @@ def _day(value: str | None, field: str) -> datetime | None:
         raise InvalidInput(f"{field} must be a date (YYYY-MM-DD).", field=field) from None
 
 
+def _id(value: str | None, field: str) -> int | None:
+    """A filter's id as typed into the form: blank is no filter (the form sends every field,
+    empty or not), anything but a whole number a message on the page."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_ID:
+        raise InvalidInput(f"{field} must be a whole number (an id).", field=field)
+    return int(text)
+
+
 @router.get("/exposure", response_class=HTMLResponse)
 def ledger_page(
     request: Request,
     db: DbSession,
     principal: ConsolePrincipal,
-    device_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-    user_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    device_id: Annotated[str | None, Query(max_length=20)] = None,
+    user_id: Annotated[str | None, Query(max_length=20)] = None,
     domain: Annotated[str | None, Query(max_length=253)] = None,
     channel: Annotated[str | None, Query(max_length=24)] = None,
     min_label: Annotated[str | None, Query(max_length=20)] = None,
@@ -83,8 +94,8 @@ def ledger_page(
             raise InvalidInput(f"Channel must be one of {', '.join(channels)}.")
         until_day = _day(until, "until")
         flt = DeliveryFilter(
-            device_id=device_id,
-            user_id=user_id,
+            device_id=_id(device_id, "Device id"),
+            user_id=_id(user_id, "User id"),
             domain=domain or None,
             channel=Channel(channel) if channel else None,
             min_label=parse_min_label(min_label),
