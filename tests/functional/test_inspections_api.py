@@ -256,7 +256,7 @@ def test_bad_input_is_a_problem_and_garbage_is_unscannable(
     two_files = client.post(
         url, files=[("file", ("a.txt", b"a")), ("file", ("b.txt", b"b"))], headers=security
     )
-    assert_clean_problem(two_files, 400)
+    assert_clean_problem(two_files, 400)["type"].endswith("/malformed-body")
     broken = client.post(
         url,
         content=b"--xyz\r\nContent-Disposition: form-data; name=",
@@ -271,6 +271,52 @@ def test_bad_input_is_a_problem_and_garbage_is_unscannable(
     fake_xlsx = inspect_file(client, security, "sheet.xlsx", b"PK\x03\x04" + os.urandom(500))
     assert fake_xlsx.json()["status"] == "unscannable"
     assert fake_xlsx.json()["reasons"]
+
+
+def test_a_multipart_body_the_parser_refuses_is_a_malformed_body_problem(
+    client: TestClient, security: dict[str, str], db: Session
+) -> None:
+    """The multipart parser's refusals carry the project's problem type and a fixed
+    title, like every other refusal of the API, and say what to do."""
+    canary = "jo.canary@example.org"
+    body = '--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\n'
+    body += f"{canary}\r\n--xyz--\r\n"
+    no_boundary = client.post(
+        "/api/v1/inspections",
+        content=body.encode(),
+        headers={**security, "content-type": "multipart/form-data"},
+    )
+    problem = assert_clean_problem(no_boundary, 400)
+    assert problem == {
+        "type": "https://spillguard.dev/problems/malformed-body",
+        "title": "Malformed request body",
+        "status": 400,
+        "detail": "The multipart/form-data body cannot be read: missing boundary in multipart. "
+        "Let the HTTP client build the body and its Content-Type header, which names the "
+        "boundary (curl -F file=@PATH); do not set Content-Type by hand.",
+    }
+    nameless = client.post(
+        "/api/v1/inspections",
+        content=body.replace(' name="file";', "").encode(),
+        headers={**security, "content-type": "multipart/form-data; boundary=xyz"},
+    )
+    problem = assert_clean_problem(nameless, 400)
+    assert problem["type"] == "https://spillguard.dev/problems/malformed-body"
+    assert problem["title"] == "Malformed request body"
+    assert problem["detail"].startswith("The multipart/form-data body cannot be read: ")
+    for answer in (no_boundary, nameless):
+        assert canary not in answer.text
+    # A route whose form FastAPI parses answers the same way.
+    imported = client.post(
+        "/api/v1/customers/imports",
+        content=body.encode(),
+        headers={**security, "content-type": "multipart/form-data"},
+    )
+    assert assert_clean_problem(imported, 400)["type"].endswith("/malformed-body")
+    inspected = db.scalars(
+        select(AuditEvent).where(AuditEvent.action == "inspection:content:inspected")
+    ).all()
+    assert inspected == []
 
 
 JSON = {"content-type": "application/json"}

@@ -25,6 +25,7 @@ from spillguard.core.errors import (
     PROBLEM_RESPONSES,
     AuthenticationRequired,
     DomainError,
+    MalformedBody,
     Throttled,
     problem,
 )
@@ -94,6 +95,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:
+            # Starlette and FastAPI raise a bare 400 only when their body parsers fail (a
+            # multipart upload without its boundary or cut short, too many files): answered
+            # as the project's own problem, not as an about:blank titled by the parser.
+            content_type = request.headers.get("content-type", "")
+            return await domain_error(
+                request, MalformedBody.from_parser(content_type, str(exc.detail))
+            )
         titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large"}
         title = titles.get(exc.status_code, str(exc.detail))
         detail = {

@@ -70,6 +70,44 @@ class ContentTooLarge(DomainError):
     title = "Content too large"
 
 
+class MalformedBody(DomainError):
+    """The request body cannot be parsed at all: a multipart upload without its boundary
+    or cut short, more files or fields than the endpoint takes, bytes that are not text.
+
+    Starlette's and FastAPI's body parsers report these as a bare HTTP 400; the handler
+    turns that into this error so that it carries the project's problem type.
+    """
+
+    status = 400
+    slug = "malformed-body"
+    title = "Malformed request body"
+
+    _FORMS: ClassVar[frozenset[str]] = frozenset(
+        {"multipart/form-data", "application/x-www-form-urlencoded", "application/json"}
+    )
+    _GENERIC: ClassVar[str] = "There was an error parsing the body"  # FastAPI's wording
+
+    @classmethod
+    def from_parser(cls, content_type: str, message: str) -> MalformedBody:
+        """The error for a parser's ``message`` about a body sent as ``content_type``.
+
+        The parsers' messages are fixed sentences that never quote the body.
+        """
+        media = content_type.split(";", 1)[0].strip().lower()
+        what = f"The {media} body" if media in cls._FORMS else "The request body"
+        said = message.strip().rstrip(".")
+        detail = f"{what} cannot be read"
+        if said and said != cls._GENERIC:
+            detail += f": {said[:1].lower()}{said[1:]}"
+        detail += "."
+        if media == "multipart/form-data" and "boundary" in said.lower():
+            detail += (
+                " Let the HTTP client build the body and its Content-Type header, which "
+                "names the boundary (curl -F file=@PATH); do not set Content-Type by hand."
+            )
+        return cls(detail)
+
+
 class Throttled(DomainError):
     status = 429
     slug = "too-many-attempts"

@@ -11,6 +11,7 @@ from spillguard.core.errors import (
     Conflict,
     DomainError,
     InvalidInput,
+    MalformedBody,
     NotFound,
     PermissionDenied,
     Throttled,
@@ -33,6 +34,32 @@ def test_problem_has_the_rfc9457_members() -> None:
 def test_problem_without_a_slug_is_about_blank() -> None:
     """RFC 9457 §4.2.1: 'about:blank' when the problem has no more specific type."""
     assert problem(405, "Method not allowed", "GET only.")["type"] == "about:blank"
+
+
+def test_a_parser_failure_is_a_malformed_body_naming_what_could_not_be_read() -> None:
+    missing = MalformedBody.from_parser("multipart/form-data", "Missing boundary in multipart.")
+    assert (missing.status, missing.slug, missing.title) == (
+        400,
+        "malformed-body",
+        "Malformed request body",
+    )
+    assert missing.detail.startswith(
+        "The multipart/form-data body cannot be read: missing boundary in multipart. "
+        "Let the HTTP client build the body"
+    )
+    too_many = MalformedBody.from_parser(
+        "multipart/form-data; boundary=x", "Too many files. Maximum number of files is 1."
+    )
+    assert too_many.detail == (
+        "The multipart/form-data body cannot be read: too many files. Maximum number of files is 1."
+    )
+    generic = MalformedBody.from_parser(
+        "application/json; charset=utf-8", "There was an error parsing the body"
+    )
+    assert generic.detail == "The application/json body cannot be read."
+    # A content type the client made up is not echoed back.
+    odd = MalformedBody.from_parser("x-<script>/y", "Invalid multipart data.")
+    assert odd.detail == "The request body cannot be read: invalid multipart data."
 
 
 def test_problem_without_detail_omits_the_member() -> None:
