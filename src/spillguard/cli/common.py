@@ -12,6 +12,7 @@ from typing import Literal, ParamSpec, TypeVar, overload
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,7 +39,9 @@ class CliError(Exception):
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Escaped: a message may quote a config key ("[inspection.labels]"), which Rich would
+    # otherwise take for markup and drop.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -11,7 +11,11 @@ from rich.table import Table
 
 from spillguard.cli.common import CliError, cli_principal, one_line_errors, open_context, out
 from spillguard.cli.honeytokens import app as honeytokens_app
-from spillguard.customers.services import CustomerDirectoryService, CustomerImportService
+from spillguard.customers.services import (
+    CustomerDirectoryService,
+    CustomerImportService,
+    configured_edm_settings,
+)
 from spillguard.customers.snapshot import CachedDirectoryIndex
 
 app = typer.Typer(help="The customer directory (exact data match).", no_args_is_help=True)
@@ -43,9 +47,10 @@ def import_(
     if file.is_dir():
         raise CliError(f"{file} is a directory, not a CSV file")
     ctx = open_context()
+    edm = configured_edm_settings(ctx.settings)
     started = time.perf_counter()
     with ctx.session() as session:
-        run = CustomerImportService(session, cli_principal(), ctx.keys).import_csv(
+        run = CustomerImportService(session, cli_principal(), ctx.keys, edm).import_csv(
             file, id_column=id_column, overrides=map_ or ()
         )
         mapping = dict(run.mapping)
@@ -75,7 +80,7 @@ def import_(
     # Build the directory's EDM index now, so the next `scan` or server reads it at once.
     started = time.perf_counter()
     with ctx.session() as session:
-        index = CachedDirectoryIndex.in_home(ctx.settings.home).load(
+        index = CachedDirectoryIndex.in_home(ctx.settings.home, edm).load(
             session, cli_principal(), ctx.keys
         )
     out.print(

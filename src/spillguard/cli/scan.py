@@ -34,16 +34,15 @@ from spillguard.core.heap import settle
 from spillguard.core.keys import KeyRing, load_or_create_key_ring
 from spillguard.core.logging import configure_logging
 from spillguard.core.settings import load_settings
-from spillguard.customers import EdmIndex, EdmIndexBuilder, map_columns
+from spillguard.customers import EdmIndex, EdmIndexBuilder, EdmSettings, map_columns
 from spillguard.customers.snapshot import CachedDirectoryIndex
 from spillguard.inspection.audit import InspectionAuditAction
 from spillguard.inspection.classify import (
     InspectionReport,
     ItemStatus,
     Label,
-    LabelRules,
-    load_label_rules,
 )
+from spillguard.inspection.config import InspectionConfig, load_inspection_config
 from spillguard.inspection.scan import default_engine, files_of, scan_paths, scan_paths_dask
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -137,7 +136,8 @@ def scan(
     if no_edm and edm_csv is not None:
         raise typer.BadParameter("--no-edm and --edm-csv cannot be used together")
     try:
-        rules = load_label_rules()
+        config = load_inspection_config()
+        edm_settings = config.edm_settings()
     except ValueError as exc:
         raise CliError(str(exc)) from None
     index: EdmIndex | None = None
@@ -145,10 +145,10 @@ def scan(
     directory: DirectoryIndex | None = None
     if edm_csv is not None and edm_id_column is not None:
         keys = load_or_create_key_ring(load_settings())
-        index = load_edm_csv(edm_csv, edm_id_column, column_map or [], keys)
+        index = load_edm_csv(edm_csv, edm_id_column, column_map or [], keys, edm_settings)
         _note(f"exact data match: {len(index):,} customers from {edm_csv}")
     elif not no_edm:
-        directory = load_directory_index()
+        directory = load_directory_index(edm_settings)
         if directory is not None:
             index, keys = directory.index, directory.context.keys
             _note(f"exact data match: {len(index):,} customers from the directory")
@@ -157,9 +157,9 @@ def scan(
     names = [str(p) for p in paths]
     files = files_of(names)
     if workers <= 1 and not dask:
-        default_engine()  # built now, so that settle() exempts it too
+        default_engine(config.detectors)  # built now, so that settle() exempts it too
         settle()
-    reports = _run(files, workers=workers, dask=dask, index=index, keys=keys, rules=rules)
+    reports = _run(files, workers=workers, dask=dask, index=index, keys=keys, config=config)
     collected: list[InspectionReport] = []
     unreadable = 0
     hit = False
@@ -201,7 +201,7 @@ def _run(
     dask: str | None,
     index: EdmIndex | None,
     keys: KeyRing | None,
-    rules: LabelRules,
+    config: InspectionConfig,
 ) -> Iterator[InspectionReport]:
     if dask:
         try:
@@ -210,12 +210,25 @@ def _run(
             raise fail("--dask needs the `distributed` package installed", 2) from None
         try:
             yield from scan_paths_dask(
-                files, dask, edm_index=index, edm_keyring=keys, label_rules=rules
+                files,
+                dask,
+                edm_index=index,
+                edm_keyring=keys,
+                detector_settings=config.detectors,
+                limits=config.limits,
+                label_rules=config.labels,
             )
         except OSError as exc:
             raise CliError(f"cannot use the Dask cluster at {dask}: {exc}") from None
         return
-    yield from scan_paths(files, workers=workers, edm_index=index, label_rules=rules)
+    yield from scan_paths(
+        files,
+        workers=workers,
+        detector_settings=config.detectors,
+        edm_index=index,
+        limits=config.limits,
+        label_rules=config.labels,
+    )
 
 
 def _with_progress(reports: Iterator[InspectionReport], total: int) -> Iterator[InspectionReport]:
@@ -292,7 +305,7 @@ class DirectoryIndex:
             )
 
 
-def load_directory_index() -> DirectoryIndex | None:
+def load_directory_index(edm_settings: EdmSettings | None = None) -> DirectoryIndex | None:
     """The directory's EDM index, or None when there is no database or no customer yet.
 
     A scan must not create a database as a side effect: a SQLite file that does not
@@ -309,7 +322,7 @@ def load_directory_index() -> DirectoryIndex | None:
     if ctx is None:
         return None
     with ctx.session() as session:
-        index = CachedDirectoryIndex.in_home(settings.home).load(
+        index = CachedDirectoryIndex.in_home(settings.home, edm_settings).load(
             session, cli_principal(), ctx.keys
         )
     if len(index) == 0:
@@ -321,7 +334,13 @@ def load_directory_index() -> DirectoryIndex | None:
 # --- EDM from a CSV -------------------------------------------------------------------
 
 
-def load_edm_csv(path: Path, id_column: str, overrides: Sequence[str], keys: KeyRing) -> EdmIndex:
+def load_edm_csv(
+    path: Path,
+    id_column: str,
+    overrides: Sequence[str],
+    keys: KeyRing,
+    settings: EdmSettings | None = None,
+) -> EdmIndex:
     """An in-memory EDM index from a customer CSV (the interim path before the import)."""
     try:
         raw = path.read_bytes()
@@ -337,7 +356,7 @@ def load_edm_csv(path: Path, id_column: str, overrides: Sequence[str], keys: Key
     if not header:
         raise CliError(f"{path}: no header row")
     mapping = map_columns(header, id_column=id_column, overrides=list(overrides))
-    builder = EdmIndexBuilder(keys)
+    builder = EdmIndexBuilder(keys, settings)
     for row in reader:
         if not any(cell.strip() for cell in row):
             continue

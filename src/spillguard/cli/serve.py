@@ -16,7 +16,8 @@ from spillguard.core.db import transaction
 from spillguard.core.keys import load_or_create_key_ring
 from spillguard.core.roles import Principal
 from spillguard.core.sessions import LoginService
-from spillguard.core.settings import load_settings
+from spillguard.core.settings import ConfigError, load_settings
+from spillguard.inspection.config import load_inspection_config
 
 
 def check_can_listen(host: str, port: int) -> None:
@@ -54,6 +55,10 @@ def serve(
         k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None
     }
     settings = load_settings(**overrides)
+    try:  # the [inspection] table is read when inspecting; refuse a bad one now
+        load_inspection_config(settings.config, home=settings.home)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     check_can_listen(settings.host, settings.port)
     dbmod.check_sqlite_location(settings.resolved_database_url)
     keys = load_or_create_key_ring(settings)

@@ -20,6 +20,7 @@ from spillguard.customers.services import (
     CustomerDirectoryService,
     CustomerImportService,
     DirectoryStats,
+    configured_edm_settings,
 )
 from spillguard.inspection.services import item_name
 
@@ -92,7 +93,9 @@ def import_customers(
     """Import or re-import the customer list (keyed hashes, encrypted contacts).
     Customers missing from the file are removed.  Needs `customers:import`."""
     size = file.size if file.size is not None else 0
-    run = CustomerImportService(db, principal, keys).import_upload(
+    run = CustomerImportService(
+        db, principal, keys, configured_edm_settings(settings)
+    ).import_upload(
         file.file,
         size=size,
         max_bytes=settings.customers_import_max_upload_bytes,

@@ -64,7 +64,12 @@ from spillguard.customers.models import (
     HoneytokenCustomer,
     ImportRun,
 )
-from spillguard.customers.services import ContactCipher, CustomerImportService, _unpack
+from spillguard.customers.services import (
+    ContactCipher,
+    CustomerImportService,
+    _unpack,
+    configured_edm_settings,
+)
 from spillguard.inspection.detectors.phone import is_drama_number
 
 __all__ = [
@@ -471,9 +476,9 @@ class HoneytokenService:
             )
         ids = self._new_ids(count, id_prefix or self.settings.honeytoken_id_prefix)
         identities = self._draw(ids, domain, phones)
-        stored = CustomerImportService(self.session, self.principal, self.keys).add_values(
-            [(i.customer_id, i.values()) for i in identities]
-        )
+        stored = CustomerImportService(
+            self.session, self.principal, self.keys, configured_edm_settings(self.settings)
+        ).add_values([(i.customer_id, i.values()) for i in identities])
         hasher = FieldHasher(self.keys)
         now = utcnow()
         for identity in identities:
@@ -896,7 +901,9 @@ class HoneytokenService:
         """The keyed hashes (packed, by kind) each retired honeytoken had, rebuilt from the
         contact store and the key and proved by the row fingerprint; refuses all if one
         cannot be."""
-        importer = CustomerImportService(self.session, self.principal, self.keys)
+        importer = CustomerImportService(
+            self.session, self.principal, self.keys, configured_edm_settings(self.settings)
+        )
         builder = EdmIndexBuilder(self.keys, importer.settings)
         row_key = self.keys.derive(KeyPurpose.CUSTOMER_ROW_DIGEST)
         seed_key = self.keys.derive(SEED_PURPOSE)

@@ -47,6 +47,7 @@ from spillguard.core.errors import (
 )
 from spillguard.core.keys import KeyPurpose, KeyRing
 from spillguard.core.roles import Permission, Principal, Role
+from spillguard.core.settings import Settings
 from spillguard.customers.columns import ColumnMapping, map_columns
 from spillguard.customers.edm import EdmIndex, EdmIndexBuilder, EdmSettings
 from spillguard.customers.fields import PRIMARY, FieldKind
@@ -67,10 +68,12 @@ __all__ = [
     "CustomerAuditAction",
     "CustomerDirectoryService",
     "CustomerImportService",
+    "DirectoryMisconfigured",
     "EdmIndexLoader",
     "ImportCounts",
     "ImportRunNotFound",
     "RevealedContact",
+    "configured_edm_settings",
 ]
 
 CONTACT_FIELDS = ("name", "email", "postal_address")
@@ -97,6 +100,26 @@ class ContactUnreadable(DomainError):
 
 class CustomerNotFound(NotFound):
     pass
+
+
+class DirectoryMisconfigured(DomainError):
+    """The ``[inspection]`` settings the directory reads values by cannot be used."""
+
+    status = 500
+    slug = "directory-misconfigured"
+    title = "The customer directory is misconfigured"
+
+
+def configured_edm_settings(settings: Settings) -> EdmSettings:
+    """How this installation reads customers' values (``[inspection]`` and
+    ``[inspection.edm]`` of the config file, :mod:`spillguard.inspection.config`): an
+    import must normalise values as the scans that look for them do."""
+    from spillguard.inspection.config import load_inspection_config
+
+    try:
+        return load_inspection_config(settings.config, home=settings.home).edm_settings()
+    except ValueError as exc:
+        raise DirectoryMisconfigured(f"The inspection settings cannot be used: {exc}") from None
 
 
 class ImportRunNotFound(NotFound):

@@ -19,7 +19,11 @@ from spillguard.core.settings import Settings
 from spillguard.core.views import Csrf, remember
 from spillguard.customers.columns import HEADER_NAMES, ID_HEADERS
 from spillguard.customers.fields import PRIMARY, FieldKind
-from spillguard.customers.services import CustomerDirectoryService, CustomerImportService
+from spillguard.customers.services import (
+    CustomerDirectoryService,
+    CustomerImportService,
+    configured_edm_settings,
+)
 from spillguard.inspection.services import item_name
 
 router = APIRouter(include_in_schema=False)
@@ -75,7 +79,9 @@ def customers_import(
     id_column: Annotated[str, Form(max_length=200)] = "",
     mapping: Annotated[str, Form(max_length=10_000)] = "",
 ) -> Response:
-    svc = CustomerImportService(db, remember(request, principal), keys)
+    svc = CustomerImportService(
+        db, remember(request, principal), keys, configured_edm_settings(settings)
+    )
     try:
         if file is None or not (file.filename or (file.size or 0) > 0):
             principal.require(Permission.CUSTOMERS_IMPORT)

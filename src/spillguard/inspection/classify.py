@@ -19,8 +19,6 @@ See docs/inspection.md, "Classification".
 
 from __future__ import annotations
 
-import os
-import tomllib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -220,21 +218,10 @@ def load_label_rules(
     the settings read.  The table may also sit under ``[spillguard.inspection.labels]``.
     No file or no table gives the defaults.  ``ValueError`` for a bad table.
     """
-    explicit = config or os.environ.get("SPILLGUARD_CONFIG")
-    if explicit:
-        path = Path(explicit)
-    else:
-        path = Path(home or os.environ.get("SPILLGUARD_HOME", ".spillguard")) / "config.toml"
-    if not path.is_file():
-        return LabelRules()
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"config file {path} cannot be read: {exc}") from exc
-    section = data.get("spillguard", data)
-    inspection = section.get("inspection", {}) if isinstance(section, dict) else {}
-    labels = inspection.get("labels", {}) if isinstance(inspection, dict) else {}
+    from spillguard.inspection.config import config_path, inspection_table
+
+    inspection = inspection_table(config_path(config, home=home))
+    labels = inspection.get("labels", {})
     if not isinstance(labels, dict):
         raise ValueError("[inspection.labels] must be a table")
     return LabelRules.from_mapping(labels)

@@ -42,7 +42,8 @@ from spillguard.customers.edm import EdmIndex
 from spillguard.customers.models import Customer
 from spillguard.customers.snapshot import CachedDirectoryIndex, directory_generation
 from spillguard.inspection.audit import InspectionAuditAction
-from spillguard.inspection.classify import InspectionReport, LabelRules, load_label_rules
+from spillguard.inspection.classify import InspectionReport, LabelRules
+from spillguard.inspection.config import load_inspection_config
 from spillguard.inspection.detectors import DetectorSettings
 from spillguard.inspection.engine import Finding, InspectionEngine, ScanResult
 from spillguard.inspection.extract import ExtractLimits
@@ -168,14 +169,22 @@ class InspectionRuntime:
 
     @classmethod
     def from_settings(cls, settings: Settings, keys: KeyRing) -> InspectionRuntime:
+        """The runtime of the ``[inspection]`` table of the config file (detectors and
+        custom identifiers, label rules, extraction limits, exact-data-match settings)."""
         try:
-            rules = load_label_rules(settings.config, home=settings.home)
+            config = load_inspection_config(settings.config, home=settings.home)
         except ValueError as exc:
-            raise InspectionMisconfigured(f"The label rules cannot be used: {exc}") from None
+            raise InspectionMisconfigured(
+                f"The inspection settings cannot be used: {exc}"
+            ) from None
         return cls(
-            label_rules=rules,
-            edm=EdmIndexCache(keys, CachedDirectoryIndex.in_home(settings.home)),
+            label_rules=config.labels,
+            edm=EdmIndexCache(
+                keys, CachedDirectoryIndex.in_home(settings.home, config.edm_settings())
+            ),
             max_upload_bytes=settings.inspection_max_upload_bytes,
+            detector_settings=config.detectors,
+            limits=config.limits,
         )
 
     def engine(self) -> InspectionEngine:

@@ -51,10 +51,15 @@ class CustomIdentifier(BaseModel):
     def _compiles(cls, value: str) -> str:
         import re2
 
+        options = re2.Options()
+        options.log_errors = False  # RE2 would also write the error to stderr
         try:
-            compiled = re2.compile(value)
+            compiled = re2.compile(value, options)
         except re2.error as exc:
-            raise ValueError(f"pattern is not valid RE2 syntax: {exc}") from None
+            reason = exc.args[0] if exc.args else exc
+            if isinstance(reason, bytes):
+                reason = reason.decode("utf-8", "replace")
+            raise ValueError(f"pattern is not valid RE2 syntax: {reason}") from None
         if compiled.search("") is not None:
             raise ValueError("pattern matches the empty string")
         return value
