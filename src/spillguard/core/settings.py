@@ -425,6 +425,8 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in {"0.0.0.0", "::"} else self.host  # noqa: S104
+        if ":" in host and not host.startswith("["):  # an IPv6 address goes in brackets
+            host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
 

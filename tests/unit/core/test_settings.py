@@ -92,6 +92,12 @@ def test_environment_variables_are_read(clean_env: Path, monkeypatch: pytest.Mon
     assert settings.base_url == "http://127.0.0.1:8443"
 
 
+def test_an_ipv6_bind_address_is_bracketed_in_printed_links(clean_env: Path) -> None:
+    assert load_settings(host="::1", port=8001).base_url == "http://[::1]:8001"
+    assert load_settings(host="::", port=8001).base_url == "http://127.0.0.1:8001"
+    assert load_settings(host="localhost").base_url == "http://localhost:8000"
+
+
 def test_public_url_wins_for_printed_links(clean_env: Path) -> None:
     settings = load_settings(public_url="https://spillguard.example.org/")
     assert settings.base_url == "https://spillguard.example.org"
