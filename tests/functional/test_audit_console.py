@@ -445,8 +445,9 @@ def test_escalate_opens_an_insider_leak_incident(
     logged_in(console, users, "security")
     path = f"/audit/alerts/{alert.id}"
     token = csrf_from(console.get(path).text)
-    bad = console.post(f"{path}/escalate", data={"incident_id": "abc", "csrf_token": token})
-    assert bad.status_code == 422 and "incident number" in bad.text
+    for typed in ("abc", "²", "٣"):  # letters, a superscript and an Arabic-Indic digit
+        bad = console.post(f"{path}/escalate", data={"incident_id": typed, "csrf_token": token})
+        assert bad.status_code == 422 and "incident number" in bad.text
 
     response = console.post(f"{path}/escalate", data={"csrf_token": token}, follow_redirects=False)
     assert response.status_code == 303

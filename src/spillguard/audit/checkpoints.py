@@ -154,7 +154,8 @@ def parse_checkpoint(text: str) -> ParsedCheckpoint:
     if len(lines) != 4:
         raise CheckpointError(f"a checkpoint has 4 lines before its signature, got {len(lines)}")
     origin, size_text, root_text, time_line = lines
-    if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+    decimal = size_text.isascii() and size_text.isdigit()
+    if not decimal or (size_text != "0" and size_text.startswith("0")):
         raise CheckpointError(f"tree size {size_text[:30]!r} is not a decimal number")
     try:
         root = base64.b64decode(root_text, validate=True)

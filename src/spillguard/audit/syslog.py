@@ -542,7 +542,8 @@ class _Datagrams(asyncio.DatagramProtocol):
 def parse_listen(value: str, option: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:514`` for IPv6) as a bind address."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    number = port.isascii() and port.isdigit()
+    if not sep or not host or not number or not 0 <= int(port) <= 65535:
         raise ValueError(f"{option} {value!r}: write HOST:PORT, e.g. 127.0.0.1:6514")
     return host.strip("[]"), int(port)
 

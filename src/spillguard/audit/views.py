@@ -466,7 +466,7 @@ def _optional_id(value: str, field: str) -> int | None:
     value = value.strip().lstrip("#")
     if not value:
         return None
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         what = "an incident number" if field == "incident_id" else "a whole number"
         raise InvalidInput(f"'{field}' must be {what}.", field=field)
     return int(value)

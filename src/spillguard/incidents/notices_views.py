@@ -76,6 +76,12 @@ def _pdf(data: bytes, name: str) -> Response:
     )
 
 
+def _whole_number(value: str) -> bool:
+    """An id as a form sends it: ASCII digits only ("²".isdigit() is true, and int()
+    refuses it), short enough for the database's integers."""
+    return value.isascii() and value.isdigit() and len(value) <= 18
+
+
 def _redirect(url: str) -> Response:
     return RedirectResponse(url, status_code=303)
 
@@ -164,8 +170,10 @@ def notices_enqueue(
         NoticeService(db, principal, settings, keys).enqueue(
             incident_id,
             override_reason=override_reason or None,
-            email_template_id=int(email_template_id) if email_template_id.isdigit() else None,
-            letter_template_id=int(letter_template_id) if letter_template_id.isdigit() else None,
+            email_template_id=int(email_template_id) if _whole_number(email_template_id) else None,
+            letter_template_id=(
+                int(letter_template_id) if _whole_number(letter_template_id) else None
+            ),
         )
     except DomainError as exc:
         if exc.status >= 500 or exc.status in (401, 403, 404):
@@ -463,7 +471,7 @@ def templates_save(
             channel=channel,
             subject=subject,
             body=body,
-            template_id=int(template_id) if template_id.isdigit() else None,
+            template_id=int(template_id) if _whole_number(template_id) else None,
         )
     except DomainError as exc:
         if exc.status >= 500 or exc.status in (401, 403, 404):

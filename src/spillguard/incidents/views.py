@@ -115,7 +115,7 @@ def _optional_int(value: str, field: str) -> int | None:
     value = value.strip()
     if not value:
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise InvalidInput(f"'{field}' must be a number.", field=field)
     return int(value)
 

@@ -176,6 +176,6 @@ def test_messages_without_an_event_are_refused(raw: bytes, reason: str) -> None:
 def test_listen_addresses() -> None:
     assert parse_listen("127.0.0.1:6514", "--tcp") == ("127.0.0.1", 6514)
     assert parse_listen("[::1]:514", "--udp") == ("::1", 514)
-    for bad in ("6514", "host:", "host:99999", ":514"):
+    for bad in ("6514", "host:", "host:99999", ":514", "host:²", "host:٣"):
         with pytest.raises(ValueError, match="HOST:PORT"):
             parse_listen(bad, "--tcp")

@@ -213,7 +213,7 @@ def retry_after_seconds(response: httpx2.Response, now: datetime | None = None) 
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
