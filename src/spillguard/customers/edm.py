@@ -1021,7 +1021,7 @@ class EdmIndex:
     ) -> tuple[list[tuple[FieldKind, str]], list[tuple[FieldKind, str]]]:
         """The supporting values of one table cell: those set and those that keep a kind
         set before them (a whole name's parts), each in reading order."""
-        sets = self._word_values([m.group() for m in _WORD.finditer(cell)], names_of, tokens_of)
+        sets = self._word_values(_WORD.findall(cell), names_of, tokens_of)
         whole = normalise_name(cell)
         keeps = hash_inputs(FieldKind.NAME, whole) if whole is not None else []
         address = normalise_address(cell)
