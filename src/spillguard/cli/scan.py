@@ -138,8 +138,8 @@ def scan(
     try:
         config = load_inspection_config()
         edm_settings = config.edm_settings()
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    except ValueError as exc:  # a usage error (2), not content found (1)
+        raise CliError(str(exc), 2) from None
     index: EdmIndex | None = None
     keys: KeyRing | None = None
     directory: DirectoryIndex | None = None

@@ -17,7 +17,7 @@ from spillguard.core.keys import load_or_create_key_ring
 from spillguard.core.roles import Principal
 from spillguard.core.sessions import LoginService
 from spillguard.core.settings import ConfigError, load_settings
-from spillguard.inspection.config import load_inspection_config
+from spillguard.inspection.config import inspection_config_for
 
 
 def check_can_listen(host: str, port: int) -> None:
@@ -56,7 +56,7 @@ def serve(
     }
     settings = load_settings(**overrides)
     try:  # the [inspection] table is read when inspecting; refuse a bad one now
-        load_inspection_config(settings.config, home=settings.home)
+        inspection_config_for(settings)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     check_can_listen(settings.host, settings.port)

@@ -39,7 +39,7 @@ from spillguard.core.middleware import (
     RequestMiddleware,
 )
 from spillguard.core.sessions import purge_expired
-from spillguard.core.settings import Settings, load_settings
+from spillguard.core.settings import ConfigError, Settings, load_settings
 
 log = structlog.get_logger("spillguard.app")
 
@@ -159,6 +159,12 @@ def create_app(settings: Settings | None = None, keys: KeyRing | None = None) ->
     configure_logging(settings.log_level, settings.log_json)
     keys = keys or load_or_create_key_ring(settings)
     dbmod.check_sqlite_location(settings.resolved_database_url)
+    from spillguard.inspection.config import inspection_config_for
+
+    try:  # read now, once: a bad [inspection] table stops the server from starting
+        inspection_config_for(settings)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     engine = dbmod.make_engine(settings.resolved_database_url)
     session_factory = dbmod.make_session_factory(engine)
     registry = CollectorRegistry()

@@ -114,10 +114,10 @@ def configured_edm_settings(settings: Settings) -> EdmSettings:
     """How this installation reads customers' values (``[inspection]`` and
     ``[inspection.edm]`` of the config file, :mod:`spillguard.inspection.config`): an
     import must normalise values as the scans that look for them do."""
-    from spillguard.inspection.config import load_inspection_config
+    from spillguard.inspection.config import inspection_config_for
 
     try:
-        return load_inspection_config(settings.config, home=settings.home).edm_settings()
+        return inspection_config_for(settings).edm_settings()
     except ValueError as exc:
         raise DirectoryMisconfigured(f"The inspection settings cannot be used: {exc}") from None
 

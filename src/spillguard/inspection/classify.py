@@ -146,6 +146,13 @@ class LabelRules:
             raise ValueError("customer thresholds must be at least 1")
         if self.restricted_findings < 0:
             raise ValueError("restricted_findings must not be negative")
+        if self.confidential_customers > self.restricted_customers:
+            raise ValueError("confidential_customers must not be above restricted_customers")
+        if self.incomplete_label is Label.PUBLIC:
+            raise ValueError(
+                "incomplete_label cannot be public: what was not fully inspected is never "
+                "public (fail closed)"
+            )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> LabelRules:

@@ -43,7 +43,7 @@ from spillguard.customers.models import Customer
 from spillguard.customers.snapshot import CachedDirectoryIndex, directory_generation
 from spillguard.inspection.audit import InspectionAuditAction
 from spillguard.inspection.classify import InspectionReport, LabelRules
-from spillguard.inspection.config import load_inspection_config
+from spillguard.inspection.config import inspection_config_for
 from spillguard.inspection.detectors import DetectorSettings
 from spillguard.inspection.engine import Finding, InspectionEngine, ScanResult
 from spillguard.inspection.extract import ExtractLimits
@@ -172,7 +172,7 @@ class InspectionRuntime:
         """The runtime of the ``[inspection]`` table of the config file (detectors and
         custom identifiers, label rules, extraction limits, exact-data-match settings)."""
         try:
-            config = load_inspection_config(settings.config, home=settings.home)
+            config = inspection_config_for(settings)
         except ValueError as exc:
             raise InspectionMisconfigured(
                 f"The inspection settings cannot be used: {exc}"

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from spillguard.core.settings import Settings
 from spillguard.customers.fields import LoyaltyFormat
 from spillguard.inspection.classify import Label, LabelRules, load_label_rules
-from spillguard.inspection.config import InspectionConfig, load_inspection_config
+from spillguard.inspection.config import (
+    InspectionConfig,
+    inspection_config_for,
+    load_inspection_config,
+)
 from spillguard.inspection.detectors import DetectorSettings
 from spillguard.inspection.engine import InspectionEngine
 from spillguard.inspection.extract.model import ExtractLimits
@@ -140,6 +145,57 @@ def test_the_table_may_sit_under_spillguard_and_the_file_be_named(tmp_path: Path
         ),
         ("[inspection\n", "cannot be read"),
         ("inspection = 'on'\n", "[inspection] must be a table"),
+        (
+            "[inspection]\nphone_region = 'GB'\n[spillguard.inspection]\nphone_region = 'IE'\n",
+            "both [inspection] and [spillguard.inspection]",
+        ),
+        (
+            "[[inspection.custom_identifiers]]\nname = 'x'\npattern = 'ab'\n"
+            "requires_context = true\n",
+            "requires_context = true needs context_words",
+        ),
+        (
+            "[[inspection.custom_identifiers]]\nname = 'x'\npattern = '\\b\\d*'\n",
+            "pattern can match an empty string inside a text",
+        ),
+        (
+            "[[inspection.custom_identifiers]]\nname = 'x'\npattern = '\\pN{6}'\n",
+            "not in the syntax both scan backends accept",
+        ),
+        (
+            "[[inspection.custom_identifiers]]\nname = 'phone_number'\npattern = 'ab'\n",
+            "custom identifier names must be unique and new: ['phone_number']",
+        ),
+        (
+            "[[inspection.custom_identifiers]]\nname = 'x'\npattern = 'ab'\nignore_case = 'yes'\n",
+            "custom_identifiers.0 ignore_case must be true or false",
+        ),
+        (
+            '[[inspection.custom_identifiers]]\nname = \'x\'\npattern = """a\nb("""\n',
+            "pattern is not valid RE2 syntax",
+        ),
+        ("[inspection]\ncustom_identifiers = 'x'\n", "[[inspection.custom_identifiers]] table"),
+        ("[inspection]\nphone_requires_trunk_prefix = 'no'\n", "must be true or false"),
+        ("[inspection]\ndisabled = 'email'\n", "disabled must be a list of strings"),
+        ("[inspection.edm]\nwindow = '300'\n", "[inspection.edm] window must be an integer"),
+        (
+            "[inspection.labels]\nrestricted_customers = -1\n",
+            "[inspection.labels] customer thresholds must be at least 1",
+        ),
+        (
+            "[inspection.labels]\nrestricted_findings = -1\n",
+            "[inspection.labels] restricted_findings must not be negative",
+        ),
+        (
+            "[inspection.labels]\nconfidential_customers = 20\n",
+            "confidential_customers must not be above restricted_customers",
+        ),
+        ("[inspection.labels]\nincomplete_label = 'public'\n", "incomplete_label cannot be public"),
+        (
+            "[inspection.labels.entity_labels]\nloyalty_numbr = 'restricted'\n",
+            "[inspection.labels.entity_labels] 'loyalty_numbr' is not an entity",
+        ),
+        ("[inspection.labels.entity_labels]\nipv4 = 'public'\n", "'ipv4' is not an entity"),
     ],
 )
 def test_an_unusable_table_is_one_line_naming_the_key(tmp_path: Path, toml: str, message: str):
@@ -161,3 +217,27 @@ def test_entity_labels_name_custom_identifiers(tmp_path: Path):
     )
     config = load_inspection_config(home=tmp_path)
     assert config.labels.entity_labels["loyalty_number"] is Label.CONFIDENTIAL
+
+
+def test_other_spillguard_settings_do_not_hide_the_table(tmp_path: Path):
+    (tmp_path / "config.toml").write_text(
+        '[spillguard]\nlog_level = "INFO"\n\n[inspection]\nphone_region = "IE"\n'
+    )
+    assert load_inspection_config(home=tmp_path).detectors.phone_region == "IE"
+
+
+def test_a_named_file_must_exist(tmp_path: Path, monkeypatch):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_inspection_config(tmp_path / "nope.toml")
+    monkeypatch.setenv("SPILLGUARD_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(ValueError, match="does not exist"):
+        load_inspection_config(home=tmp_path)
+
+
+def test_a_process_reads_the_table_once(tmp_path: Path):
+    (tmp_path / "config.toml").write_text('[inspection]\nphone_region = "IE"\n')
+    settings = Settings(home=tmp_path)
+    first = inspection_config_for(settings)
+    (tmp_path / "config.toml").write_text("[inspection\n")  # broken after the start
+    assert inspection_config_for(settings) is first
+    assert first.detectors.phone_region == "IE"

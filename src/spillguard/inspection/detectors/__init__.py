@@ -88,7 +88,8 @@ class DetectorSettings(BaseModel):
     @classmethod
     def _unique_names(cls, value: tuple[CustomIdentifier, ...]) -> tuple[CustomIdentifier, ...]:
         names = [item.name for item in value]
-        clashes = sorted({n for n in names if names.count(n) > 1 or n in BUILT_IN})
+        taken = set(BUILT_IN) | {e.value for e in Entity}  # detector and entity names
+        clashes = sorted({n for n in names if names.count(n) > 1 or n in taken})
         if clashes:
             raise ValueError(f"custom identifier names must be unique and new: {clashes}")
         return value

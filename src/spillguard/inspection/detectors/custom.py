@@ -20,12 +20,37 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from spillguard.inspection.detectors.base import Detector, compact, digits_of
 from spillguard.inspection.detectors.checkdigits import CHECK_DIGITS, DIGITS_ONLY
 
 CheckDigitName = Literal["luhn", "mod11", "iso7064_mod97_10", "verhoeff"]
+
+
+_EMPTY_PROBES = ("x", "0", " ", "x 0", "-\n.")
+
+
+def _hyperscan_accepts(pattern: str) -> None:
+    """Refuse a pattern hyperscan cannot compile (RE2 took it), which would silently
+    move every scan of the installation to the slower RE2 backend.  Where hyperscan is
+    not installed, RE2 is the backend anyway and nothing more is checked."""
+    try:
+        import hyperscan
+    except ImportError:  # pragma: no cover - hyperscan is installed where it builds
+        return
+    mode = hyperscan.HS_MODE_STREAM | hyperscan.HS_MODE_SOM_HORIZON_LARGE
+    database = hyperscan.Database(mode=mode)
+    flags = hyperscan.HS_FLAG_SOM_LEFTMOST | hyperscan.HS_FLAG_UTF8
+    try:
+        database.compile(expressions=[pattern.encode()], ids=[0], elements=1, flags=[flags])
+    except hyperscan.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(
+            f"pattern is not in the syntax both scan backends accept (hyperscan: {reason})"
+        ) from None
 
 
 class CustomIdentifier(BaseModel):
@@ -62,7 +87,20 @@ class CustomIdentifier(BaseModel):
             raise ValueError(f"pattern is not valid RE2 syntax: {reason}") from None
         if compiled.search("") is not None:
             raise ValueError("pattern matches the empty string")
+        for probe in _EMPTY_PROBES:  # '\b\d*' matches nothing at "" but "" inside "x"
+            if any(m.start() == m.end() for m in compiled.finditer(probe)):
+                raise ValueError(
+                    "pattern can match an empty string inside a text (make every part "
+                    "match at least one character)"
+                )
+        _hyperscan_accepts(value)
         return value
+
+    @model_validator(mode="after")
+    def _context_words_when_required(self) -> CustomIdentifier:
+        if self.requires_context and not self.context_words:
+            raise ValueError("requires_context = true needs context_words")
+        return self
 
     def detector(self) -> Detector:
         """The detector this declaration describes."""
