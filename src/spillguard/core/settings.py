@@ -430,6 +430,9 @@ class Settings(BaseSettings):
         return f"http://{host}:{self.port}"
 
 
+_TABLES = frozenset({"inspection"})  # tables other modules read from the same file
+
+
 class _TomlFileSource(PydanticBaseSettingsSource):
     """Reads the optional TOML config file (keys named like the settings, without prefix)."""
 
@@ -450,9 +453,26 @@ class _TomlFileSource(PydanticBaseSettingsSource):
                 data = tomllib.load(handle)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
-        section = data.get("spillguard", data)
-        if not isinstance(section, dict):
+        nested = data.get("spillguard", {})
+        if not isinstance(nested, dict):
             raise ConfigError(f"config file {path}: [spillguard] must be a table")
+        # Settings may sit at the top level and under [spillguard], both at once; the
+        # [inspection] table is read by spillguard.inspection.config.
+        top = {k: v for k, v in data.items() if k != "spillguard"}
+        twice = sorted(set(top) & set(nested))
+        if twice:
+            raise ConfigError(
+                f"config file {path}: {twice[0]!r} is set both at the top level and under "
+                "[spillguard]"
+            )
+        section = {**top, **nested}
+        known = set(self.settings_cls.model_fields) | _TABLES
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ConfigError(
+                f"config file {path}: unknown setting {unknown[0]!r} (settings are named as "
+                "in docs/operations.md, without the SPILLGUARD_ prefix)"
+            )
         return section
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:

@@ -147,13 +147,36 @@ def test_environment_wins_over_the_config_file(
     assert settings.workers == 2  # from the file
 
 
-def test_unknown_keys_in_the_config_file_are_ignored(
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("port = 9001\nprot = 9002\n", "unknown setting 'prot'"),
+        ('[spillguard]\nport = 9001\nsomething_else = "x"\n', "unknown setting 'something_else'"),
+        ('[inspections]\nphone_region = "IE"\n', "unknown setting 'inspections'"),
+        ("port = 9001\n[spillguard]\nport = 9002\n", "'port' is set both at the top level"),
+    ],
+)
+def test_an_unknown_or_doubled_key_in_the_config_file_is_an_error(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
+    """A typo must not silently leave a setting at its default."""
+    config = clean_env / "spillguard.toml"
+    config.write_text(text)
+    monkeypatch.setenv("SPILLGUARD_CONFIG", str(config))
+    with pytest.raises(ConfigError, match=message):
+        load_settings()
+
+
+def test_settings_at_the_top_level_and_under_spillguard_are_read_together(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = clean_env / "spillguard.toml"
-    config.write_text('port = 9001\nsomething_else = "x"\n')
+    config.write_text(
+        'port = 9001\n[spillguard]\nhost = "10.0.0.9"\n[inspection]\nphone_region = "GB"\n'
+    )
     monkeypatch.setenv("SPILLGUARD_CONFIG", str(config))
-    assert load_settings().port == 9001
+    settings = load_settings()
+    assert (settings.host, settings.port) == ("10.0.0.9", 9001)
 
 
 def test_a_missing_explicit_config_file_is_an_error(
